@@ -1,0 +1,180 @@
+"""`patou.run(...)`: the whole job from Python, option for option the same as `patou run`."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .decide import decide_event, decide_image
+from .events import group_events
+from .media import scan
+from .outputs.megadetector import write_megadetector_json
+from .outputs.sort import plan_sort, sort_files
+from .outputs.tables import write_csv, write_xlsx
+from .pipeline import Checkpoint, Models, process
+from .record import ImageRecord
+
+SAMPLES = Path(__file__).parent / "samples"
+DEFAULT_DETECTION_THRESHOLD = 0.2  # MegaDetector's typical threshold
+DEFAULT_THRESHOLD = 0.5  # see README "Choosing --threshold"
+
+
+@dataclass
+class RunResult:
+    records: list[ImageRecord]
+    out: Path
+    problems: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 unless no image at all could be read."""
+        return 0 if any(r.failure is None for r in self.records) else 1
+
+
+def run(
+    inputs: list[str | Path] | None = None,
+    out: str | Path = "patou-results",
+    *,
+    demo: bool = False,
+    model: str | Path | None = None,
+    detection_threshold: float = DEFAULT_DETECTION_THRESHOLD,
+    threshold: float = DEFAULT_THRESHOLD,
+    target: str | None = None,
+    event_gap: float = 20.0,
+    site_depth: int | None = None,
+    sort: str | None = None,
+    sort_dir: str | Path | None = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    threads: int | None = None,
+    flip: bool = True,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Detect, classify, group into events and write every output into `out`.
+
+    `progress(done, total)` is called after each image (the CLI draws its bar with it).
+    """
+    t0 = time.perf_counter()
+    inputs = [SAMPLES] if demo else [Path(p) for p in inputs or []]
+    if not inputs:
+        raise ValueError("no input folder given (or use demo=True / --demo)")
+    if sort and not sort_dir:
+        raise ValueError("--sort needs --sort-dir")
+    if sort and sort not in ("copy", "move", "link"):
+        raise ValueError(f"--sort must be copy, move or link, not {sort!r}")
+    out = Path(out)
+    models = Models(model, threads=threads, flip=flip)
+    if target and target not in models.classifier.labels:
+        raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
+
+    records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
+    for p in problems:
+        log(f"warning: {p}")
+    t_scan = time.perf_counter()
+
+    checkpoint = Checkpoint(out / ".patou" / "checkpoint.jsonl", models.fingerprint(detection_threshold))
+    done = checkpoint.load() if resume else {}
+    checkpoint.open(fresh=not resume)
+    todo = []
+    for i, r in enumerate(records):
+        if str(r.path) in done:
+            prev = done[str(r.path)]
+            prev.root, prev.site = r.root, r.site  # options of this run, not of the checkpoint
+            records[i] = prev
+        else:
+            todo.append(r)
+    if done:
+        log(f"resuming: {len(records) - len(todo)} of {len(records)} images already done")
+    n_done = len(records) - len(todo)
+
+    def on_done(r: ImageRecord) -> None:
+        nonlocal n_done
+        n_done += 1
+        if r.failure:
+            log(f"failed: {r.path}: {r.failure}")
+        if progress:
+            progress(n_done, len(records))
+
+    try:
+        process(todo, models, detection_threshold, checkpoint, on_done)
+    finally:
+        checkpoint.close()
+    t_infer = time.perf_counter()
+
+    for r in records:
+        decide_image(r, detection_threshold, threshold, target)
+    for event in group_events(records, event_gap):
+        decide_event(event, threshold, target)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(records, out / "predictions.csv", detection_threshold, target)
+    write_xlsx(records, out / "predictions.xlsx", detection_threshold, target)
+    write_megadetector_json(
+        records,
+        out / "megadetector.json",
+        detector_card_summary=models.detector.card.summary(),
+        classifier_labels=models.classifier.labels,
+        classifier_name=models.classifier.card.name,
+        roots=sorted({r.root for r in records}, key=str) or inputs,
+        typical_detection_threshold=detection_threshold,
+    )
+    t_write = time.perf_counter()
+
+    result = RunResult(records, out, problems)
+    if sort:
+        report = sort_files(plan_sort(records, Path(sort_dir)), sort, dry_run=dry_run, log=log)
+        log(report.summary())
+        result.counts["sort"] = {k: getattr(report, k) for k in ("planned", "done", "skipped", "clashes", "errors")}
+
+    n_ok = sum(r.failure is None for r in records)
+    result.counts.update(
+        images=len(records),
+        failures=len(records) - n_ok,
+        events=len({r.event_id for r in records if r.event_id}),
+        labels=dict(Counter(r.label for r in records if r.label)),
+        event_labels=dict(Counter({r.event_id: r.event_label for r in records if r.event_id}.values())),
+        resumed=len(records) - len(todo),
+    )
+    n_new = len(todo)
+    result.timings = {
+        "scan_s": round(t_scan - t0, 3),
+        "inference_s": round(t_infer - t_scan, 3),
+        "write_s": round(t_write - t_infer, 3),
+        "total_s": round(time.perf_counter() - t0, 3),
+        "images_per_s": round(n_new / (t_infer - t_scan), 2) if n_new and t_infer > t_scan else None,
+    }
+    _write_run_json(result, models, dict(
+        inputs=[str(p) for p in inputs], out=str(out), demo=demo, model=str(model) if model else None,
+        detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
+        site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
+        resume=resume, threads=threads, flip=flip,
+    ))
+    return result
+
+
+def _write_run_json(result: RunResult, models: Models, options: dict) -> None:
+    data = {
+        "patou_version": __version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+        "options": options,
+        "models": {"detector": models.detector.card.summary(), "classifier": models.classifier.card.summary()},
+        "counts": result.counts,
+        "timings": result.timings,
+        "problems": result.problems,
+    }
+    path = result.out / "run.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,89 @@
+"""The `patou` command: one verb per job, every option also reachable from Python."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
+err = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """patou: detect, classify and sort camera-trap images."""
+
+
+@app.command("run")
+def run_cmd(
+    inputs: list[Path] = typer.Argument(None, help="Folders or files of camera-trap images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results folder (predictions.csv/.xlsx, megadetector.json, run.json)."),
+    demo: bool = typer.Option(False, "--demo", help="Run on the bundled sample images."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled ImageNet roll-up."),
+    detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored; no box left = empty."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Class score below which the label is 'undefined'."),
+    target: Optional[str] = typer.Option(None, help="A label (e.g. bear) whose score gets its own columns, for recall-first screening."),
+    event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
+    site_depth: Optional[int] = typer.Option(None, help="Folder levels below the input root that name the site (default: the whole parent folder)."),
+    sort: Optional[str] = typer.Option(None, help="copy | move | link each image into SORT_DIR/<event label>/."),
+    sort_dir: Optional[Path] = typer.Option(None, help="Where --sort puts the per-label folders."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --sort: print the plan, touch nothing."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in the same --out folder."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for inference (default: all cores)."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Skip test-time flip (faster, a little less accurate)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
+) -> None:
+    """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
+    from .api import run
+
+    if not demo and not inputs:
+        err.print("[red]error:[/] give at least one folder of images, or --demo")
+        raise typer.Exit(2)
+    log = (lambda m: err.print(m, markup=False, highlight=False) if m.startswith(("failed", "warning", "clash", "error")) else None) if quiet else (
+        lambda m: err.print(m, markup=False, highlight=False))
+    bar = Progress(TextColumn("[bold]patou"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeRemainingColumn(), console=err, disable=quiet, transient=False)
+    task = bar.add_task("run", total=None, rate="")
+    import time
+
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, completed=done, total=total, rate=f"{rate:.1f} img/s")
+
+    try:
+        with bar:
+            result = run(
+                inputs, out, demo=demo, model=model, detection_threshold=detection_threshold, threshold=threshold,
+                target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
+                dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, log=log, progress=progress,
+            )
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2)
+    if not quiet:
+        _summary(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _summary(result) -> None:
+    c, t = result.counts, result.timings
+    table = Table(title=f"{c['images']} images, {c['events']} events, {c['failures']} failures", show_edge=False)
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    table.add_column("events", justify="right")
+    for label in sorted(set(c["labels"]) | set(c["event_labels"])):
+        table.add_row(label, str(c["labels"].get(label, 0)), str(c["event_labels"].get(label, 0)))
+    err.print(table)
+    err.print(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,42 @@
+"""Verdicts: per image from its boxes, per event by averaging its non-empty images (DeepFaune)."""
+from __future__ import annotations
+
+from .record import EMPTY, UNDEFINED, ImageRecord
+
+
+def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, target: str | None = None) -> None:
+    """Label = the class with the highest score over the boxes kept; `undefined` below `threshold`."""
+    if r.failure:
+        r.label = r.score = r.scores = r.target_score = None
+        return
+    kept = [d for d in r.detections if d.conf >= detection_threshold and d.scores]
+    if not kept:
+        # how sure we are it is empty: 1 - the best box the detector did see
+        r.label, r.scores = EMPTY, None
+        r.score = round(1.0 - max((d.conf for d in r.detections), default=0.0), 6)
+        r.target_score = 0.0 if target else None
+        return
+    best = max(kept, key=lambda d: d.top()[1])
+    label, score = best.top()
+    r.scores = dict(best.scores)
+    r.score = score
+    r.label = label if score >= threshold else UNDEFINED
+    if target:
+        r.target_score = max(d.scores.get(target, 0.0) for d in kept)
+
+
+def decide_event(event: list[ImageRecord], threshold: float, target: str | None = None) -> None:
+    """Average the class scores of the event's non-empty images; all empty -> `empty`."""
+    scored = [r for r in event if r.scores]
+    if not scored:
+        label, score = EMPTY, min(r.score for r in event)
+        target_score = 0.0 if target else None
+    else:
+        labels = scored[0].scores.keys()
+        mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
+        top = max(mean, key=mean.get)
+        score = mean[top]
+        label = top if score >= threshold else UNDEFINED
+        target_score = sum(r.target_score for r in scored) / len(scored) if target else None
+    for r in event:
+        r.event_label, r.event_score, r.event_target_score = label, score, target_score

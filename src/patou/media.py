@@ -1,0 +1,166 @@
+"""Find media files and decode them fast and safely.
+
+Decoding asks Pillow for a reduced JPEG (`draft`) at about the size the models need, so a
+12 MP frame costs a fraction of a full decode; EXIF orientation is applied, odd modes
+(CMYK, greyscale, 16-bit) become 8-bit RGB, and every problem becomes a one-line failure text.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .record import ImageRecord
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+# Draft decoding keeps the long side at least this large: enough for 640 px detection and crops.
+DECODE_SIDE = 1024
+# Draft decoding makes huge JPEGs cheap; other formats above this many pixels are refused.
+Image.MAX_IMAGE_PIXELS = 300_000_000
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME = 0x0132
+
+
+def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = None):
+    """Walk the inputs recursively; return (records, problems).
+
+    `problems` are one-line texts for unreadable folders and symlink loops: reported, not fatal.
+    Files under `exclude` (e.g. the results or sort folder) are skipped.
+    """
+    records: list[ImageRecord] = []
+    problems: list[str] = []
+    excluded = [Path(p).resolve() for p in exclude]
+    seen_files: set[Path] = set()
+    for given in inputs:
+        root = Path(given).absolute()
+        if root.is_file():
+            if root.suffix.lower() in IMAGE_EXTENSIONS:
+                records.append(ImageRecord(path=root, root=root.parent, site=_site(root.parent, root, site_depth)))
+            else:
+                problems.append(f"{root}: not a supported image type ({root.suffix or 'no extension'})")
+            continue
+        if not root.is_dir():
+            problems.append(f"{root}: no such file or folder")
+            continue
+        visited: set[tuple[int, int]] = set()
+
+        def onerror(err: OSError) -> None:
+            problems.append(f"{err.filename}: cannot read folder ({err.strerror})")
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+            here = Path(dirpath)
+            st = here.stat()
+            if (st.st_dev, st.st_ino) in visited:  # a symlink loop or a second link to a folder
+                problems.append(f"{here}: folder already scanned (symlink loop?), skipped")
+                dirnames[:] = []
+                continue
+            visited.add((st.st_dev, st.st_ino))
+            real_here = here.resolve()
+            if any(real_here == x or x in real_here.parents for x in excluded):
+                dirnames[:] = []
+                continue
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                path = here / name
+                key = path.resolve()
+                if key in seen_files:  # the same file reached twice (overlapping inputs, links)
+                    continue
+                seen_files.add(key)
+                records.append(ImageRecord(path=path, root=root, site=_site(root, path, site_depth)))
+    return records, problems
+
+
+def _site(root: Path, path: Path, depth: int | None) -> str:
+    """Default site: the parent folder relative to the root ('.' at the root itself).
+
+    With `depth`, only the first `depth` folder levels count, so `StationA/PBE/x.jpg`
+    is site `StationA` at depth 1 (species-sorted trees keep their station as site).
+    """
+    parts = path.parent.relative_to(root).parts
+    if depth is not None:
+        parts = parts[:depth]
+    return "/".join(parts) or "."
+
+
+def exif_time(img: Image.Image) -> datetime | None:
+    """EXIF DateTimeOriginal, else DateTime; None when absent or malformed (e.g. all zeros)."""
+    try:
+        exif = img.getexif()
+        raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    except Exception:  # corrupt EXIF must not cost the image
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "ignore")
+    if not isinstance(raw, str):
+        return None
+    m = re.match(r"\s*(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})", raw)
+    if not m:
+        return None
+    try:
+        return datetime(*map(int, m.groups()))
+    except ValueError:
+        return None
+
+
+def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
+    """Open `record.path`, fill width/height/timestamp, return an RGB image or None on failure.
+
+    The returned image may be smaller than the original (draft decoding); boxes are kept
+    normalised, so that never matters downstream.
+    """
+    path = record.path
+    try:
+        if path.stat().st_size == 0:
+            record.failure = "empty file (0 bytes)"
+            return None
+        with Image.open(path) as img:
+            record.timestamp = exif_time(img)
+            orientation = img.getexif().get(0x0112, 1)
+            w, h = img.size
+            record.width, record.height = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+            if img.format == "JPEG":
+                img.draft("RGB", _draft_request(w, h, side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = to_rgb8(img)
+            if max(img.size) > side * 2:  # non-JPEG giants: shrink before the models see them
+                img.thumbnail((side, side), Image.Resampling.BILINEAR)
+            return img
+    except UnidentifiedImageError:
+        record.failure = "not an image Pillow can read"
+    except Image.DecompressionBombError as e:
+        record.failure = f"image too large to decode safely ({e})"
+    except OSError as e:
+        msg = str(e)
+        record.failure = "truncated image file" if "truncated" in msg else f"cannot decode: {msg}"
+    except (ValueError, SyntaxError, MemoryError) as e:
+        record.failure = f"cannot decode: {e}"
+    return None
+
+
+def _draft_request(w: int, h: int, side: int) -> tuple[int, int]:
+    # draft() keeps the image at least this large, so ask for the scaled size of the original
+    s = min(1.0, side / max(w, h))
+    return max(1, int(w * s)), max(1, int(h * s))
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode; 16-bit and float images are rescaled, not clipped to white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        hi = float(a.max()) if a.size else 0.0
+        scale = 255.0 / (65535.0 if hi > 255 and img.mode.startswith("I;16") else max(hi, 1.0))
+        img = Image.fromarray(np.clip(a * scale, 0, 255).astype(np.uint8), "L")
+    if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    return img.convert("RGB") if img.mode != "RGB" else img

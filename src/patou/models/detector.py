@@ -1,0 +1,181 @@
+"""Animal detector: a YOLOX ONNX model (by default the bundled MegadetectorLite) on ONNX Runtime.
+
+NumPy + Pillow only; torch is never imported here. The ONNX graph ends at the raw head output,
+so grid decoding and NMS live below in NumPy where they can be unit-tested.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from patou.models.card import ASSETS, ModelCard
+from patou.record import Detection
+
+DEFAULT_CARD = ASSETS / "megadetectorlite_yolox_tiny.json"
+
+
+def letterbox(
+    img: Image.Image, size: tuple[int, int], pad_value: int = 0, resample=Image.Resampling.BICUBIC
+) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio so the image fits `size` (height, width), paste it at the
+    top-left, fill the rest with `pad_value`. Returns the (H, W, 3) uint8 canvas and the scale
+    factor (network pixels per original pixel).
+
+    Same geometry and rounding as `PIL.ImageOps.pad(img, (W, H), BICUBIC, centering=(0, 0))`,
+    the preprocessing zamba trained and ran MegadetectorLite with. Top-left placement means
+    boxes map back to the original by a division alone, without an offset.
+    """
+    h, w = size
+    ratio = min(w / img.width, h / img.height)
+    # ImageOps.contain's rounding: the long side fills the canvas exactly, the short side rounds
+    if img.width * h > img.height * w:
+        new = (w, round(img.height / img.width * w))
+    elif img.width * h < img.height * w:
+        new = (round(img.width / img.height * h), h)
+    else:
+        new = (w, h)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    resized = np.asarray(img if img.size == new else img.resize(new, resample=resample))
+    canvas = np.full((h, w, 3), pad_value, dtype=np.uint8)
+    canvas[: new[1], : new[0]] = resized
+    return canvas, ratio
+
+
+@lru_cache(maxsize=8)
+def _grid(input_size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell (x, y) and stride of every anchor, in the head's order: level by level, row-major."""
+    cells, steps = [], []
+    for s in strides:
+        ys, xs = np.mgrid[0 : input_size[0] // s, 0 : input_size[1] // s]
+        cells.append(np.stack((xs.ravel(), ys.ravel()), axis=1))
+        steps.append(np.full((xs.size, 1), s))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(steps).astype(np.float32)
+
+
+def decode(raw: np.ndarray, input_size: tuple[int, int], strides) -> np.ndarray:
+    """YOLOX anchor-free decoding of the raw head output (..., anchors, 4 + 1 + C):
+    centre = (offset + cell) * stride, size = exp(log_size) * stride. Returns a new array of the
+    same shape whose first four columns are (cx, cy, w, h) in network-input pixels; the score
+    columns (objectness, classes) are copied unchanged."""
+    cells, steps = _grid(tuple(input_size), tuple(int(s) for s in strides))
+    if raw.shape[-2] != len(cells):
+        raise ValueError(f"raw output has {raw.shape[-2]} anchors, {input_size} at strides {strides} gives {len(cells)}")
+    out = np.array(raw, dtype=np.float32, copy=True)
+    out[..., :2] = (raw[..., :2] + cells) * steps
+    # clip before exp: a wild regression must give a huge box, not inf (inf - inf = nan later)
+    out[..., 2:4] = np.exp(np.minimum(raw[..., 2:4], 20.0)) * steps
+    return out
+
+
+def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression. Returns indices of kept boxes, highest score first.
+    A box is dropped when its IoU with an already kept box is strictly greater than the threshold
+    (the torchvision rule YOLOX and zamba use). Ties in score keep the input order."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        union = area[i] + area[rest] - inter
+        # degenerate (zero-area) pairs have no meaningful overlap: count them as IoU 0, keep both
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class Detector:
+    """Runs a detection model card; boxes come back in original-image coordinates."""
+
+    def __init__(
+        self,
+        card: ModelCard | str | Path | None = None,
+        threads: int | None = None,
+        min_conf: float = 0.05,
+        nms_iou: float | None = None,
+        max_detections: int = 100,
+    ):
+        import onnxruntime as ort  # imported here so decode/nms/letterbox work without it
+
+        self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
+        if self.card.task != "detection":
+            raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a detection model")
+        self.input_size = tuple(self.card.input_size)
+        self.strides = tuple(self.card.extra.get("strides", (8, 16, 32)))
+        self.min_conf = min_conf
+        self.nms_iou = self.card.extra.get("nms_iou", 0.45) if nms_iou is None else nms_iou
+        self.max_detections = max_detections
+        self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.asarray(self.card.std, dtype=np.float32).reshape(3, 1, 1)
+        self._identity = not self._mean.any() and (self._std == 1).all()
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1  # the graph is a single chain: parallelism is inside ops
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.card.onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self._output = self.session.get_outputs()[0].name
+
+    def preprocess(self, img: Image.Image) -> tuple[np.ndarray, float]:
+        """(3, H, W) float32 network input and the letterbox ratio."""
+        canvas, ratio = letterbox(img, self.input_size, self.card.pad_value)
+        x = canvas.transpose(2, 0, 1).astype(np.float32)
+        if not self._identity:
+            x = (x - self._mean) / self._std
+        return x, ratio
+
+    def detect(self, img: Image.Image) -> list[Detection]:
+        return self.detect_batch([img])[0]
+
+    def detect_batch(self, images: list[Image.Image]) -> list[list[Detection]]:
+        """One session call for the whole batch (images already RGB and EXIF-rotated)."""
+        if not images:
+            return []
+        inputs, ratios = zip(*(self.preprocess(im) for im in images))
+        raw = self.session.run([self._output], {self._input: np.stack(inputs)})[0]
+        return [self.postprocess(r, ratio, im.size) for r, ratio, im in zip(raw, ratios, images)]
+
+    def postprocess(self, raw: np.ndarray, ratio: float, image_size: tuple[int, int]) -> list[Detection]:
+        """Raw head output of one image -> detections sorted by conf, bbox normalised
+        [x_min, y_min, width, height] on the original image (`image_size` = (width, height))."""
+        dec = decode(raw, self.input_size, self.strides)
+        cls = dec[:, 5:]
+        label = cls.argmax(1)
+        conf = dec[:, 4] * cls[np.arange(len(cls)), label]
+        # filtering before NMS is exact: a box is only ever suppressed by a higher-scoring one
+        sel = np.flatnonzero(conf >= self.min_conf)
+        if not sel.size:
+            return []
+        cx, cy, w, h = dec[sel, :4].T
+        boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
+        lab, score = label[sel], conf[sel]
+        keep = []
+        for c in np.unique(lab):  # per class: boxes of different classes never suppress each other
+            idx = np.flatnonzero(lab == c)
+            keep.extend(idx[nms(boxes[idx], score[idx], self.nms_iou)])
+        keep = sorted(keep, key=lambda k: -score[k])[: self.max_detections]
+
+        width, height = image_size
+        scale = np.array([width, height, width, height], dtype=np.float64) * ratio
+        out = []
+        for k in keep:
+            x1, y1, x2, y2 = np.clip(boxes[k] / scale, 0.0, 1.0)
+            out.append(
+                Detection(
+                    bbox=tuple(round(float(v), 4) for v in (x1, y1, x2 - x1, y2 - y1)),
+                    conf=round(float(score[k]), 4),
+                    category=self.card.labels[lab[k]],
+                )
+            )
+        return out

@@ -1,0 +1,274 @@
+"""Sort media into sort_dir/<event_label>/<rel>: never overwrite, never lose a file.
+
+Every placement is no-clobber (hard link or symlink creation fails if the name exists; os.rename
+would silently replace it on POSIX). A move removes the source only once the destination is
+durable and identical, so a crash at any point leaves each file in one place or both, never none,
+and a re-run finishes the job.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from patou.record import UNDEFINED, ImageRecord
+
+MODES = ("copy", "move", "link")
+FAILED_DIR = "failed"
+# os.link errors meaning "no hard link here" (other device, exFAT/FAT, some network shares).
+_NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+
+
+class SortPlan(list):
+    """A list of (src, dst) that remembers its sort_dir, so sort_files can keep writes inside it."""
+
+    def __init__(self, items=(), sort_dir: Path | None = None):
+        super().__init__(items)
+        self.sort_dir = sort_dir
+
+
+@dataclass
+class SortReport:
+    mode: str
+    dry_run: bool = False
+    planned: int = 0
+    done: int = 0
+    skipped: int = 0  # already in place (a re-run after an interrupted sort)
+    clashes: int = 0  # a different file holds the destination name; the source stays
+    errors: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.clashes or self.errors)
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"{self.mode} (dry run): {self.planned} files planned, nothing touched"
+        return (f"{self.mode}: {self.done} done, {self.skipped} already in place, "
+                f"{self.clashes} clashes, {self.errors} errors")
+
+
+class _Clash(Exception):
+    pass
+
+
+def _safe_part(name: str) -> str:
+    # Labels become folder names: one harmless component, whatever a model card says.
+    name = re.sub(r"[^\w.-]+", "_", name).strip(".")
+    return name or UNDEFINED
+
+
+def _entry(p: Path) -> Path:
+    """Where the directory entry really is (parent resolved, the name itself not followed)."""
+    return Path(os.path.realpath(p.parent)) / p.name
+
+
+def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path) -> SortPlan:
+    """(src, dst) per record; files already inside sort_dir (sorted by an earlier run) are left out."""
+    sort_dir = Path(sort_dir)
+    inside = Path(os.path.realpath(sort_dir))
+    plan = SortPlan(sort_dir=sort_dir)
+    for r in sorted(records, key=lambda r: (str(r.root), r.rel)):
+        src = Path(r.path)
+        if _entry(src).is_relative_to(inside):
+            continue
+        folder = FAILED_DIR if r.failure else _safe_part(r.event_label or r.label or UNDEFINED)
+        parts = [p for p in PurePosixPath(r.rel).parts if p not in ("/", ".", "..")] or [src.name]
+        plan.append((src, sort_dir.joinpath(folder, *parts)))
+    return plan
+
+
+def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = False,
+               log: Callable[[str], None] = print, sort_dir: str | Path | None = None) -> SortReport:
+    """Carry out a plan; one problem never stops the run, each is logged with file and reason."""
+    if mode not in MODES:
+        raise ValueError(f"sort mode must be one of {', '.join(MODES)}, not {mode!r}")
+    sort_dir = sort_dir if sort_dir is not None else getattr(plan, "sort_dir", None)
+    rep = SortReport(mode, dry_run)
+    used: dict[Path, Path] = {}
+    for src, dst in plan:
+        src, dst = Path(src), Path(dst)
+        rep.planned += 1
+        if dry_run:
+            log(f"{mode.upper()} {src} -> {dst}")
+            continue
+        try:
+            # Two inputs with the same rel and label (several roots) must not meet in one name.
+            if used.setdefault(_entry(dst), _entry(src)) != _entry(src):
+                raise _Clash("another file of this run is already sorted to this name")
+            if _entry(src) == _entry(dst):
+                rep.skipped += 1
+                continue
+            if sort_dir is not None:
+                _check_confined(dst, Path(sort_dir))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            outcome = {"copy": _copy, "move": _move, "link": _link}[mode](src, dst)
+            setattr(rep, outcome, getattr(rep, outcome) + 1)
+        except _Clash as e:
+            rep.clashes += 1
+            _problem(rep, log, f"clash: {src} -> {dst}: {e}; source left in place")
+        except OSError as e:
+            rep.errors += 1
+            _problem(rep, log, f"error: {src} -> {dst}: {e.strerror or e}; source left in place")
+    return rep
+
+
+def _problem(rep: SortReport, log: Callable[[str], None], msg: str) -> None:
+    rep.messages.append(msg)
+    log(msg)
+
+
+def _check_confined(dst: Path, sort_dir: Path) -> None:
+    """Refuse names that leave sort_dir or pass through a symlinked folder inside it."""
+    base = Path(os.path.abspath(sort_dir))
+    rel = Path(os.path.relpath(os.path.abspath(dst), base))
+    if not rel.parts or rel.parts[0] == os.pardir or rel.is_absolute():
+        raise OSError(errno.EACCES, "destination is outside the sort folder")
+    cur = base
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink():
+            raise OSError(errno.EACCES, f"{cur} is a symlink; the sort does not follow it")
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    return os.path.samefile(a, b) or (os.path.getsize(a) == os.path.getsize(b) and _sha256(a) == _sha256(b))
+
+
+def _fsync_dir(d: Path) -> None:
+    # Make the new name durable before a source disappears (a no-op where dirs can't be opened).
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _copy_tmp(src: Path, dst: Path) -> Path:
+    """Full copy (data, mtime) to a hidden temp name beside dst, flushed to disk."""
+    tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.patou-part"
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _place(tmp: Path, dst: Path) -> None:
+    """Give the finished temp file its real name without ever replacing an existing one.
+
+    The caller removes tmp afterwards (missing_ok): after a link it is a spare name.
+    """
+    try:
+        os.link(tmp, dst)  # FileExistsError if dst exists: no clobber
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in _NO_HARDLINK:
+            raise
+        # No hard links on this filesystem: check, then rename. The gap between the two only
+        # matters against a concurrent writer of the same name, which a sort does not have.
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "destination exists", str(dst)) from None
+        os.rename(tmp, dst)
+
+
+def _existing(src: Path, dst: Path, mode: str) -> str:
+    """dst is taken: 'skipped' when it already holds this file (finishing a move), else a clash."""
+    if mode == "link":
+        if src.is_file() and dst.is_file() and _same_content(src, dst):
+            return "skipped"
+        raise _Clash("a different file is already there")
+    if dst.is_symlink() or not dst.is_file():
+        raise _Clash("something other than a regular file is already there")
+    if mode == "move" and not os.path.lexists(src):
+        return "skipped"  # moved by an earlier run
+    if not src.is_file():
+        raise OSError(errno.ENOENT, "source is missing")
+    if not _same_content(src, dst):
+        raise _Clash("a different file is already there")
+    if mode == "move":
+        os.unlink(src)  # an interrupted move: dst holds the same bytes (or is the same inode)
+    return "skipped"
+
+
+def _copy(src: Path, dst: Path) -> str:
+    if os.path.lexists(dst):
+        return _existing(src, dst, "copy")
+    tmp = _copy_tmp(src, dst)
+    try:
+        _place(tmp, dst)
+    except FileExistsError:
+        return _existing(src, dst, "copy")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return "done"
+
+
+def _move(src: Path, dst: Path) -> str:
+    if os.path.lexists(dst):
+        return _existing(src, dst, "move")
+    if not src.is_file():
+        raise OSError(errno.ENOENT, "source is missing or not a file")
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return _existing(src, dst, "move")
+    except OSError as e:
+        if e.errno not in _NO_HARDLINK:
+            raise
+        return _move_by_copy(src, dst)
+    _fsync_dir(dst.parent)
+    os.unlink(src)
+    return "done"
+
+
+def _move_by_copy(src: Path, dst: Path) -> str:
+    tmp = _copy_tmp(src, dst)
+    try:
+        if _sha256(tmp) != _sha256(src):
+            raise OSError(errno.EIO, "copy differs from the source (checksum mismatch)")
+        _place(tmp, dst)
+    except FileExistsError:
+        return _existing(src, dst, "move")
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dst.parent)
+    os.unlink(src)
+    return "done"
+
+
+def _link(src: Path, dst: Path) -> str:
+    target = src.resolve()
+    if not target.is_file():
+        raise OSError(errno.ENOENT, "source is missing or not a file")
+    if os.path.lexists(dst):
+        return _existing(src, dst, "link")
+    try:
+        os.symlink(target, dst)
+    except FileExistsError:
+        return _existing(src, dst, "link")
+    return "done"

@@ -1,0 +1,160 @@
+"""Stream records through decode -> detect -> classify, with decoding overlapped and a checkpoint.
+
+Decoding (Pillow releases the GIL) runs in a small thread pool a few images ahead of inference,
+through a bounded window, so memory stays flat on any number of images. Each finished record is
+appended to a JSON-lines checkpoint; `resume` reuses the lines whose file is unchanged, which
+makes a killed run end with the same outputs as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import __version__
+from .media import decode
+from .models.classifier import Classifier
+from .models.detector import Detector
+from .record import ImageRecord
+
+CHECKPOINT_VERSION = 1
+
+
+class Models:
+    """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
+
+    def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True):
+        self.detector = Detector(threads=threads)
+        self.classifier = Classifier(model, threads=threads, flip=flip)
+
+    def fingerprint(self, classify_threshold: float) -> str:
+        """What per-image results depend on: a checkpoint made with other models is not reused."""
+        parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
+        for card in (self.detector.card, self.classifier.card):
+            parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def analyse(self, img, record: ImageRecord, classify_threshold: float) -> None:
+        """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
+        record.detections = self.detector.detect(img)
+        boxes = [d for d in record.detections if d.conf >= classify_threshold]
+        if not boxes:
+            return
+        probs = self.classifier.classify(img, boxes)
+        labels = self.classifier.labels
+        for d, p in zip(boxes, probs):
+            d.scores = {label: round(float(x), 6) for label, x in zip(labels, p)}
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
+
+
+class Checkpoint:
+    """Append-only JSON lines: a header, then one finished record per line."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = path, fingerprint
+        self._file = None
+
+    def load(self) -> dict[str, ImageRecord]:
+        """Records already done, by absolute path; a torn last line (kill -9) is ignored."""
+        if not self.path.is_file():
+            return {}
+        done: dict[str, ImageRecord] = {}
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        try:
+            header = json.loads(lines[0])
+        except ValueError:
+            return {}
+        if header.get("fingerprint") != self.fingerprint or header.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{self.path}: made with other models or options; run without --resume to start again"
+            )
+        for line in lines[1:]:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            stat = d.pop("_stat", None)
+            r = ImageRecord.from_json(d)
+            if stat is not None and stat == _stat_key(r.path):
+                done[str(r.path)] = r
+        return done
+
+    def open(self, fresh: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh or not self.path.is_file():
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}) + "\n")
+            os.replace(tmp, self.path)
+        else:
+            with open(self.path, "rb+") as f:  # drop a torn last line before appending
+                data = f.read()
+                cut = data.rfind(b"\n") + 1
+                f.truncate(cut)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def append(self, r: ImageRecord) -> None:
+        d = r.to_json()
+        d["_stat"] = _stat_key(r.path)
+        self._file.write(json.dumps(d) + "\n")
+        self._file.flush()  # survives kill -9 (the OS keeps the written bytes)
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+def decoded(records: list[ImageRecord], workers: int = 2, ahead: int = 6) -> Iterator[tuple[ImageRecord, object]]:
+    """Yield (record, image or None) in input order, decoding up to `ahead` images in advance."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        window: deque = deque()
+        it = iter(records)
+        for r in it:
+            window.append((r, pool.submit(decode, r)))
+            if len(window) >= ahead:
+                break
+        while window:
+            r, fut = window.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                window.append((nxt, pool.submit(decode, nxt)))
+            yield r, fut.result()
+
+
+def process(
+    records: list[ImageRecord],
+    models: Models,
+    classify_threshold: float,
+    checkpoint: Checkpoint | None = None,
+    on_done: Callable[[ImageRecord], None] = lambda r: None,
+) -> None:
+    """Run every record through the models, appending each result to the checkpoint."""
+    for r, img in decoded(records):
+        if img is not None:
+            try:
+                models.analyse(img, r, classify_threshold)
+            except Exception as e:  # a model error costs this image, not the run
+                r.detections, r.failure = [], f"model error: {type(e).__name__}: {e}"
+        if checkpoint:
+            checkpoint.append(r)
+        on_done(r)

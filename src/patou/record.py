@@ -1,0 +1,78 @@
+"""The one record that travels the whole pipeline: a media file and everything learnt about it.
+
+Stages fill fields in order (scan -> decode -> detect -> classify -> decide -> group -> write);
+none of them needs another stage's internals, only this record.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+EMPTY = "empty"
+UNDEFINED = "undefined"
+
+
+@dataclass
+class Detection:
+    """One detector box, in original-image coordinates."""
+
+    bbox: tuple[float, float, float, float]  # normalised [x_min, y_min, width, height]
+    conf: float  # detector confidence (objectness x class)
+    category: str = "animal"
+    scores: dict[str, float] | None = None  # classifier probabilities over the card's labels
+
+    def top(self) -> tuple[str, float] | None:
+        if not self.scores:
+            return None
+        label = max(self.scores, key=self.scores.get)
+        return label, self.scores[label]
+
+
+@dataclass
+class ImageRecord:
+    path: Path  # absolute path of the file as found
+    root: Path  # the input root it was found under
+    site: str = ""
+    timestamp: datetime | None = None
+    width: int | None = None
+    height: int | None = None
+    detections: list[Detection] = field(default_factory=list)
+    failure: str | None = None
+    # image verdict (decide.py); scores is the class vector that the event averages
+    label: str | None = None
+    score: float | None = None
+    scores: dict[str, float] | None = None
+    target_score: float | None = None
+    # event verdict (events.py + decide.py)
+    event_id: str | None = None
+    event_label: str | None = None
+    event_score: float | None = None
+    event_target_score: float | None = None
+
+    @property
+    def rel(self) -> str:
+        """Path relative to its input root, with forward slashes (the key in every output)."""
+        try:
+            return self.path.relative_to(self.root).as_posix()
+        except ValueError:
+            return self.path.name
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["root"] = str(self.root)
+        d["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ImageRecord":
+        d = dict(d)
+        d["path"] = Path(d["path"])
+        d["root"] = Path(d["root"])
+        d["timestamp"] = datetime.fromisoformat(d["timestamp"]) if d.get("timestamp") else None
+        d["detections"] = [
+            Detection(tuple(x["bbox"]), x["conf"], x.get("category", "animal"), x.get("scores"))
+            for x in d.get("detections") or []
+        ]
+        return cls(**d)
