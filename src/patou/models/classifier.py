@@ -8,7 +8,6 @@ taxonomy gets the softmax of its outputs over its own labels (or the outputs as 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from patou.models.card import ASSETS, ModelCard
+from patou.models.runtime import cpu_session
 from patou.models.taxonomy import Taxonomy, apply_log_prior, softmax
 
 DEFAULT_CARD = ASSETS / "efficientnet_lite0_imagenet.json"
@@ -69,8 +69,6 @@ class Classifier:
     """Runs a classification model card; `predict` returns probabilities over `labels`."""
 
     def __init__(self, card: ModelCard | str | Path | None = None, threads: int | None = None, flip: bool = True):
-        import onnxruntime as ort  # imported here so crop() and the maths work without it
-
         self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
         if self.card.task != "classification":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a classification model")
@@ -97,11 +95,7 @@ class Classifier:
         self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(self.card.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.card.onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.card.onnx_path, threads)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         n_out = self.session.get_outputs()[0].shape[-1]

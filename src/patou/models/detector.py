@@ -5,7 +5,6 @@ so grid decoding and NMS live below in NumPy where they can be unit-tested.
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from patou.models.card import ASSETS, ModelCard
+from patou.models.runtime import cpu_session
 from patou.record import Detection
 
 DEFAULT_CARD = ASSETS / "megadetectorlite_yolox_tiny.json"
@@ -105,8 +105,6 @@ class Detector:
         nms_iou: float | None = None,
         max_detections: int = 100,
     ):
-        import onnxruntime as ort  # imported here so decode/nms/letterbox work without it
-
         self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
         if self.card.task != "detection":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a detection model")
@@ -119,11 +117,7 @@ class Detector:
         self._std = np.asarray(self.card.std, dtype=np.float32).reshape(3, 1, 1)
         self._identity = not self._mean.any() and (self._std == 1).all()
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1  # the graph is a single chain: parallelism is inside ops
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.card.onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.card.onnx_path, threads)  # ORT only imported here
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
