@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,9 +39,15 @@ class Models:
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
-    def analyse(self, img, record: ImageRecord, classify_threshold: float) -> None:
+    def load(self, record: ImageRecord):
+        """Decode and letterbox for the detector: the work that runs in the decoding threads."""
+        img = decode(record)
+        return (img, self.detector.preprocess(img)) if img is not None else None
+
+    def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
         """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
-        record.detections = self.detector.detect(img)
+        img, (x, ratio) = loaded
+        record.detections = self.detector.detect_prepared(x, ratio, img.size)
         boxes = [d for d in record.detections if d.conf >= classify_threshold]
         if not boxes:
             return
@@ -124,20 +131,30 @@ class Checkpoint:
             self._file = None
 
 
-def decoded(records: list[ImageRecord], workers: int = 2, ahead: int = 6) -> Iterator[tuple[ImageRecord, object]]:
-    """Yield (record, image or None) in input order, decoding up to `ahead` images in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+def _lower_priority() -> None:
+    """Let loading threads yield to inference: ORT's parallel ops wait for their slowest thread,
+    so a decoder preempting one of them costs more than it saves (measured on 2 cores: 0.87-0.89
+    of detector-only speed at equal priority, 0.90-0.93 with the loaders at nice +10)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: per thread
+    except (AttributeError, OSError):
+        pass
+
+
+def prefetched(records: list[ImageRecord], load: Callable, workers: int = 2, ahead: int = 6) -> Iterator[tuple]:
+    """Yield (record, load(record)) in input order, loading up to `ahead` records in advance."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load", initializer=_lower_priority) as pool:
         window: deque = deque()
         it = iter(records)
         for r in it:
-            window.append((r, pool.submit(decode, r)))
+            window.append((r, pool.submit(load, r)))
             if len(window) >= ahead:
                 break
         while window:
             r, fut = window.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                window.append((nxt, pool.submit(decode, nxt)))
+                window.append((nxt, pool.submit(load, nxt)))
             yield r, fut.result()
 
 
@@ -149,10 +166,10 @@ def process(
     on_done: Callable[[ImageRecord], None] = lambda r: None,
 ) -> None:
     """Run every record through the models, appending each result to the checkpoint."""
-    for r, img in decoded(records):
-        if img is not None:
+    for r, loaded in prefetched(records, models.load):
+        if loaded is not None:
             try:
-                models.analyse(img, r, classify_threshold)
+                models.analyse(loaded, r, classify_threshold)
             except Exception as e:  # a model error costs this image, not the run
                 r.detections, r.failure = [], f"model error: {type(e).__name__}: {e}"
         if checkpoint:

@@ -130,7 +130,12 @@ class Detector:
         return x, ratio
 
     def detect(self, img: Image.Image) -> list[Detection]:
-        return self.detect_batch([img])[0]
+        return self.detect_prepared(*self.preprocess(img), img.size)
+
+    def detect_prepared(self, x: np.ndarray, ratio: float, image_size: tuple[int, int]) -> list[Detection]:
+        """Detect on one input made by `preprocess`, which a decoding thread can run ahead."""
+        raw = self.session.run([self._output], {self._input: x[None]})[0]
+        return self.postprocess(raw[0], ratio, image_size)
 
     def detect_batch(self, images: list[Image.Image]) -> list[list[Detection]]:
         """One session call for the whole batch (images already RGB and EXIF-rotated)."""
