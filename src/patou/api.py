@@ -15,6 +15,7 @@ from . import __version__
 from .decide import decide_event, decide_image
 from .events import group_events
 from .media import scan
+from .outputs.atomic import atomic_output
 from .outputs.megadetector import write_megadetector_json
 from .outputs.sort import plan_sort, sort_files
 from .outputs.tables import write_csv, write_xlsx
@@ -174,7 +175,5 @@ def _write_run_json(result: RunResult, models: Models, options: dict) -> None:
         "timings": result.timings,
         "problems": result.problems,
     }
-    path = result.out / "run.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(result.out / "run.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -20,6 +20,7 @@ from . import __version__
 from .media import decode
 from .models.classifier import Classifier
 from .models.detector import Detector
+from .outputs.atomic import atomic_output
 from .record import ImageRecord
 
 CHECKPOINT_VERSION = 1
@@ -109,9 +110,8 @@ class Checkpoint:
     def open(self, fresh: bool) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fresh or not self.path.is_file():
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}) + "\n")
-            os.replace(tmp, self.path)
+            with atomic_output(self.path) as tmp:
+                tmp.write_text(json.dumps({"version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint}) + "\n")
         else:
             with open(self.path, "rb+") as f:  # drop a torn last line before appending
                 data = f.read()

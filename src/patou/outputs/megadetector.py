@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from patou.outputs.tables import atomic_output
+from patou.outputs.atomic import atomic_output
 from patou.record import ImageRecord
 
 FORMAT_VERSION = "1.6"
