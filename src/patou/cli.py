@@ -75,7 +75,8 @@ def run_cmd(
 
 def _summary(result) -> None:
     c, t = result.counts, result.timings
-    table = Table(title=f"{c['images']} images, {c['events']} events, {c['failures']} failures", show_edge=False)
+    err.print(f"[bold]{c['images']} images, {c['events']} events, {c['failures']} failures[/]")
+    table = Table(show_edge=False)
     table.add_column("label")
     table.add_column("images", justify="right")
     table.add_column("events", justify="right")
