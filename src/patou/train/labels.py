@@ -1,0 +1,181 @@
+"""Training labels: a DATA tree whose leaf folders are labels, or a `path,label` CSV.
+
+Labels are normalised (accents, case, spaces) so that "Cerf élaphe/" and "cerf_elaphe/" from two
+field seasons are one class; a mapping then merges or drops labels, and `classes` folds the rest
+into `other`. Per-file trouble is returned as one-line problems, never raised.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections import defaultdict
+from pathlib import Path
+
+from patou.media import IMAGE_EXTENSIONS, scan
+from patou.record import EMPTY
+from patou.train.records import LabelledImage
+
+OTHER = "other"
+# what people write for "nothing in the frame"; all become `empty` (kept for evaluation only)
+EMPTY_ALIASES = {"", "none", "blank", EMPTY}
+
+
+def normalise_label(name: str) -> str:
+    """"Cerf élaphe" -> "cerf_elaphe": accents stripped, lower case, other characters -> "_"."""
+    text = unicodedata.normalize("NFKD", str(name))
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+
+
+def _canonical(name: str) -> str:
+    label = normalise_label(name)
+    return EMPTY if label in EMPTY_ALIASES else label
+
+
+def parse_merge(text: str | Path | None) -> dict[str, str | None]:
+    """Mapping from label to label (None = drop the images): "a,b=c;d=", or a `from,to` CSV file.
+
+    A Path, or a string naming an existing .csv file, is read as CSV (an empty `to` drops).
+    Merges are applied once, not chained: "a=b;b=c" sends a to b, not to c.
+    """
+    if text is None:
+        return {}
+    path = Path(text)
+    if isinstance(text, Path) or (str(text).lower().endswith(".csv") and path.is_file()):
+        pairs = _read_mapping_csv(path)
+    else:
+        pairs = []
+        for part in filter(None, (p.strip() for p in str(text).split(";"))):
+            if "=" not in part:
+                raise ValueError(f"merge {part!r}: expected 'from1,from2=to' (or 'from=' to drop)")
+            sources, _, target = part.partition("=")
+            pairs += [(s, target) for s in sources.split(",") if s.strip()]
+    mapping: dict[str, str | None] = {}
+    for source, target in pairs:
+        src, dst = _canonical(source), _canonical(target) if target.strip() else None
+        if src in mapping and mapping[src] != dst:
+            raise ValueError(f"merge: {source!r} is mapped twice ({mapping[src]} and {dst})")
+        mapping[src] = dst
+    return mapping
+
+
+def _read_mapping_csv(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f, delimiter=_delimiter(path)) if any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["from", "to"]:
+        rows = rows[1:]
+    for i, r in enumerate(rows):
+        if len(r) < 1 or len(r) > 2:
+            raise ValueError(f"{path}: row {i + 1}: expected 'from,to', got {r}")
+    return [(r[0], r[1] if len(r) > 1 else "") for r in rows]
+
+
+def _delimiter(path: Path) -> str:
+    # spreadsheets in French locales save CSV with ';'
+    with open(path, encoding="utf-8-sig") as f:
+        head = f.readline()
+    return ";" if ";" in head and "," not in head else ","
+
+
+def relabel(label: str, merge: dict | None = None, classes: list[str] | None = None) -> str | None:
+    """Raw label -> final label: normalise, merge (None = dropped), then fold into `classes`."""
+    label = _canonical(label)
+    if merge and label in merge:
+        label = merge[label]
+        if label is None:
+            return None
+    if classes is not None and label != EMPTY and label not in {_canonical(c) for c in classes}:
+        return OTHER
+    return label
+
+
+def collect(
+    data: Path,
+    labels_csv: Path | None = None,
+    merge: dict | None = None,
+    classes: list[str] | None = None,
+) -> tuple[list[LabelledImage], list[str]]:
+    """Labelled images under `data` (leaf folder = label) or listed in `labels_csv`; plus problems."""
+    data = Path(data).absolute()
+    if labels_csv is None:
+        found, problems = _from_folders(data)
+    else:
+        found, problems = _from_csv(data, Path(labels_csv).absolute())
+    images, dropped = [], defaultdict(int)
+    for img in found:
+        label = relabel(img.label, merge, classes)
+        if label is None:
+            dropped[_canonical(img.label)] += 1
+            continue
+        img.label = label
+        images.append(img)
+    if dropped:
+        names = ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items()))
+        problems.append(f"dropped by the label mapping: {names}")
+    images.sort(key=lambda i: (str(i.root), str(i.path)))
+    return images, problems
+
+
+def _from_folders(data: Path) -> tuple[list[LabelledImage], list[str]]:
+    records, problems = scan([data])
+    images: list[LabelledImage] = []
+    at_root = 0
+    with_subfolders: set[Path] = set()
+    # folders that have image folders below them (computed once: trees can hold 100k images)
+    ancestors = {a for f in {r.path.parent for r in records} for a in f.parents}
+    for r in records:
+        folder = r.path.parent
+        if folder == r.root:
+            at_root += 1  # no label folder: nothing to learn from
+            continue
+        if folder in ancestors:
+            with_subfolders.add(folder)
+        parts = folder.relative_to(r.root).parts
+        images.append(LabelledImage(path=r.path, root=r.root, label=parts[-1], site="/".join(parts[:-1]) or "."))
+    if at_root:
+        problems.append(f"{data}: {at_root} images directly in DATA have no label folder, skipped")
+    for folder in sorted(with_subfolders):
+        # e.g. DATA/siteA/x.jpg beside DATA/siteA/bear/: x.jpg is labelled "sitea", probably not meant
+        problems.append(f"{folder}: holds images and labelled sub-folders; its images are labelled {folder.name!r}")
+    return images, problems
+
+
+def _from_csv(data: Path, labels_csv: Path) -> tuple[list[LabelledImage], list[str]]:
+    base = labels_csv.parent
+    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, delimiter=_delimiter(labels_csv))
+        fields = {(k or "").strip().lower(): k for k in reader.fieldnames or []}
+        if "path" not in fields or "label" not in fields:
+            raise ValueError(f"{labels_csv}: the first row must be a header with columns path,label")
+        rows = list(reader)
+    images: list[LabelledImage] = []
+    problems: list[str] = []
+    seen: dict[Path, tuple[int, str]] = {}
+    for line, row in enumerate(rows, start=2):
+        where = f"{labels_csv.name} line {line}"
+        raw = (row.get(fields["path"]) or "").strip()
+        label = row.get(fields["label"]) or ""
+        if not raw:
+            problems.append(f"{where}: no path")
+            continue
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        if not path.is_file():
+            problems.append(f"{where}: {raw}: no such file")
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            problems.append(f"{where}: {raw}: not a supported image type")
+            continue
+        key = path.resolve()
+        if key in seen:
+            first_line, first_label = seen[key]
+            if _canonical(first_label) != _canonical(label):
+                problems.append(f"{where}: {raw} already labelled {first_label!r} on line {first_line}, kept that")
+            continue
+        seen[key] = (line, label)
+        root = data if data in path.absolute().parents else base
+        site = (row.get(fields["site"]) or "").strip() if "site" in fields else ""
+        if not site:
+            site = "/".join(path.absolute().parent.relative_to(root).parts) or "."
+        images.append(LabelledImage(path=path.absolute(), root=root, label=label, site=site))
+    return images, problems
