@@ -1,0 +1,86 @@
+"""Human corrections of a run's labels, kept beside the run (never in the photos).
+
+`RESULTS_DIR/corrections.json` maps each corrected image, keyed by its input root and its path
+under that root (the `root` and `file` columns of predictions.csv), to the label a person gave
+it, who and when. Writers (the review app, scripts) go through `save_corrections`, which
+merges under a lock and replaces the file atomically, so two writers at once never lose or
+tear an entry; readers (tables, Camtrap DP, `patou train --labels`) use `load_corrections`.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .atomic import atomic_output
+
+CORRECTIONS = "corrections.json"
+VERSION = 1
+_local_lock = threading.Lock()
+
+
+def _key(root: str | Path, file: str) -> str:
+    return f"{Path(root)}|{file}"
+
+
+@contextmanager
+def _locked(results_dir: Path) -> Iterator[None]:
+    """One writer at a time: a thread lock in this process, an OS lock file across processes."""
+    with _local_lock:
+        lock = open(results_dir / ".corrections.lock", "a+")
+        try:
+            try:
+                import fcntl
+            except ImportError:  # Windows: msvcrt locks the first byte
+                import msvcrt
+
+                msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
+            else:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield
+        finally:
+            lock.close()  # closing releases either lock
+
+
+def _read(results_dir: Path) -> dict:
+    path = Path(results_dir) / CORRECTIONS
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path}: corrections format version {data.get('version')!r}, this patou reads {VERSION}")
+    return data.get("images", {})
+
+
+def load_corrections(results_dir: str | Path) -> dict[tuple[str, str], dict]:
+    """{(root, file): {"label", "verified_by", "verified_at"}} for every corrected image."""
+    return {tuple(k.split("|", 1)): v for k, v in _read(Path(results_dir)).items()}
+
+
+def save_corrections(results_dir: str | Path, items: Iterable[tuple[str | Path, str, str | None]],
+                     verified_by: str = "") -> int:
+    """Record (root, file, label) corrections; label None withdraws one. Returns how many changed."""
+    results_dir = Path(results_dir)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with _locked(results_dir):
+        images = _read(results_dir)
+        changed = 0
+        for root, file, label in items:
+            k = _key(root, file)
+            if label is None:
+                changed += images.pop(k, None) is not None
+            else:
+                images[k] = {"label": label, "verified_by": verified_by, "verified_at": now}
+                changed += 1
+        with atomic_output(results_dir / CORRECTIONS) as tmp:
+            tmp.write_text(json.dumps({"version": VERSION, "images": images}, indent=1, sort_keys=True) + "\n",
+                           encoding="utf-8")
+    return changed
+
+
+def corrected_label(corrections: dict, root: str | Path, file: str) -> dict | None:
+    return corrections.get((str(Path(root)), file))
+
