@@ -58,6 +58,7 @@ def run(
     resume: bool = False,
     threads: int | None = None,
     flip: bool = True,
+    fast: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -74,7 +75,7 @@ def run(
     if sort and sort not in ("copy", "move", "link"):
         raise ValueError(f"--sort must be copy, move or link, not {sort!r}")
     out = Path(out)
-    models = Models(model, threads=threads, flip=flip)
+    models = Models(model, threads=threads, flip=flip, fast=fast)
     if target and target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
 
@@ -158,7 +159,7 @@ def run(
         inputs=[str(p) for p in inputs], out=str(out), demo=demo, model=str(model) if model else None,
         detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
         site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
-        resume=resume, threads=threads, flip=flip,
+        resume=resume, threads=threads, flip=flip, fast=fast,
     ))
     return result
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 from . import __version__
 from .media import decode
 from .models.classifier import Classifier
-from .models.detector import Detector
+from .models.detector import FAST_CARD, Detector
 from .outputs.atomic import atomic_output
 from .record import ImageRecord
 
@@ -29,8 +29,9 @@ CHECKPOINT_VERSION = 1
 class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
-    def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True):
-        self.detector = Detector(threads=threads)
+    def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
+                 fast: bool = False):
+        self.detector = Detector(FAST_CARD if fast else None, threads=threads)
         self.classifier = Classifier(model, threads=threads, flip=flip)
 
     def fingerprint(self, classify_threshold: float) -> str:
