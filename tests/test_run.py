@@ -238,3 +238,21 @@ def test_kill_9_then_resume_gives_identical_outputs(tmp_path, real):
     assert run_json["counts"]["resumed"] >= done_before >= 5
     md_ref, md = (json.loads((d / "megadetector.json").read_text()) for d in (ref, out))
     assert md["images"] == md_ref["images"]
+
+
+def test_load_run_gives_back_the_decided_records(real_run, tmp_path):
+    from patou.results import load_run
+
+    result, _, out = real_run
+    run = load_run(out)
+    assert run.options["target"] == "bear"
+    assert [r.to_json() for r in run.records] == [r.to_json() for r in sorted(result.records, key=lambda r: (str(r.root), r.rel))]
+    info = json.loads((out / "run.json").read_text())
+    info["results_version"] = 0
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="results format 0"):
+        load_run(old)
+    with pytest.raises(ValueError, match="not a patou results folder"):
+        load_run(tmp_path)

@@ -21,6 +21,7 @@ from .outputs.sort import plan_sort, sort_files
 from .outputs.tables import write_csv, write_xlsx
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
+from .results import RESULTS_VERSION, write_records
 
 SAMPLES = Path(__file__).parent / "samples"
 DEFAULT_DETECTION_THRESHOLD = 0.2  # MegaDetector's typical threshold
@@ -130,6 +131,7 @@ def run(
         roots=sorted({r.root for r in records}, key=str) or inputs,
         typical_detection_threshold=detection_threshold,
     )
+    write_records(records, out)
     t_write = time.perf_counter()
 
     result = RunResult(records, out, problems)
@@ -167,6 +169,7 @@ def run(
 def _write_run_json(result: RunResult, models: Models, options: dict) -> None:
     data = {
         "patou_version": __version__,
+        "results_version": RESULTS_VERSION,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
