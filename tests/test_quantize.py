@@ -115,3 +115,14 @@ def test_int8_detector_asset_finds_the_same_bears(real):
     assert report["fp32_detections"] >= len(BEARS)
     assert report["kept_by_int8"] == report["fp32_detections"], report["per_image"]
     assert all(p["max_conf_int8"] >= 0.2 for p in report["per_image"])
+
+
+def test_every_calibration_input_counts(crops, tmp_path):
+    # ORT 1.32 with CalibMaxIntermediateOutputs=8 silently kept only the last len % 8 inputs:
+    # then 8 real crops + 1 black one calibrate exactly like the black one alone
+    black = [np.zeros_like(crops[0][0])]
+    a = q.quantize_classifier(DEFAULT_CARD, crops[0][:8] + black, tmp_path / "a")
+    b = q.quantize_classifier(DEFAULT_CARD, black, tmp_path / "b")
+    assert a.extra["quantization"]["calibration_inputs"] == 9
+    assert a.onnx_path.read_bytes() != b.onnx_path.read_bytes()
+    q.quantize_classifier(DEFAULT_CARD, crops[0][:8], tmp_path / "c")  # a multiple of 8 used to raise

@@ -95,8 +95,10 @@ def _quantize(src: Path, dst: Path, inputs: list[np.ndarray], input_name: str, f
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=calib, nodes_to_exclude=exclude,
-            # flush min/max every few inputs: a 640x640 frame's activations are ~0.2 GB
-            extra_options={"CalibMaxIntermediateOutputs": 8} if method == "minmax" else {},
+            # no CalibMaxIntermediateOutputs: ORT 1.32's MinMax calibrator *drops* each flushed
+            # chunk instead of merging its ranges (only the last len % N inputs counted, and a
+            # multiple of N raised "No data is collected"); MinMax keeps only per-tensor
+            # min/max scalars per input, so holding them all costs little memory
         )
     _float_outputs(dst)
     _check_float(dst, exclude)
