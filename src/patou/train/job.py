@@ -1,0 +1,234 @@
+"""`patou train` and `patou export --int8`: the steps of this package put end to end.
+
+train:  DATA -> labelled images -> events -> split (whole events or sites) -> detector crops
+        (cached) -> fit -> MODEL_DIR/model.onnx + model.json, history.csv, metrics.json, split.csv
+export: MODEL_DIR + calibration images -> int8 model, compared with fp32 on the validation split
+        that `train` held out (never seen by calibration), figures printed and kept in the card.
+
+`split.csv` records which image went where, so `export` (and a later `evaluate`) can measure on
+images the model never trained on without the user keeping track.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from patou.media import scan
+from patou.models.card import ModelCard
+from patou.outputs.atomic import atomic_output
+from patou.record import EMPTY
+from patou.train.crops import CropCache
+from patou.train.labels import collect, parse_merge
+from patou.train.records import Crop, LabelledImage
+from patou.train.sampler import fixed_balanced
+from patou.train.splits import assign_events, crops_by_side, split
+
+SPLIT = "split.csv"
+DETECTION_THRESHOLD = 0.2  # the same default as `patou run`: train on the boxes a run would classify
+CROP_MARGIN = 0.1  # the bundled classifier's margin, recorded in the card for `patou run`
+VERIFY_CROPS = 16
+
+
+def default_cache_dir() -> Path:
+    """Shared by every training run of the user: a second run on the same photos detects nothing."""
+    base = os.environ.get("PATOU_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / ("" if os.environ.get("PATOU_CACHE") else "patou") / "crops"
+
+
+def _classes(text: str | list[str] | None) -> list[str] | None:
+    if text is None or isinstance(text, list):
+        return text
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "site", "event_id", "timestamp", "side"])
+        for side, items in (("train", train), ("val", val)):
+            for i in items:
+                w.writerow([str(i.path), i.label, i.site, i.event_id,
+                            i.timestamp.isoformat() if i.timestamp else "", side])
+
+
+def read_split(model_dir: Path, side: str | None = None) -> list[LabelledImage]:
+    """The images `patou train` put on `side` ("train", "val"; None: both), from MODEL_DIR/split.csv."""
+    path = Path(model_dir) / SPLIT
+    if not path.is_file():
+        raise ValueError(f"{model_dir}: no {SPLIT} (not a model made by `patou train`)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [LabelledImage(path=Path(r["path"]), root=Path(r["path"]).parent, label=r["label"], site=r["site"],
+                          event_id=r["event_id"]) for r in rows if side is None or r["side"] == side]
+
+
+def _arrays(crops: list[Crop]) -> list[np.ndarray]:
+    out = []
+    for c in crops:
+        with Image.open(c.path) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return out
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    backbone: str = "efficientnet-lite0",
+    classes: str | list[str] | None = None,
+    merge: str | Path | None = None,
+    epochs: int = 10,
+    head_epochs: int = 2,
+    val_fraction: float = 0.1,
+    split_by: str = "event",
+    balance_ratio: float = 5.0,
+    image_size: int = 224,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    patience: int = 3,
+    seed: int = 0,
+    resume: bool = False,
+    no_crop: bool = False,
+    event_gap: float = 20.0,
+    detection_threshold: float = DETECTION_THRESHOLD,
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+    max_epochs_this_run: int | None = None,
+) -> dict:
+    """Train a crop classifier on DATA (leaf folder = label, or `labels_csv` path,label) into
+    `out`, loadable by `patou run --model out`. Returns fit's summary plus `card` and `problems`."""
+    from patou.train.export import export_model
+    from patou.train.loop import fit
+
+    out = Path(out)
+    images, problems = collect(Path(data), labels_csv and Path(labels_csv), parse_merge(merge), _classes(classes))
+    for p in problems:
+        log(f"warning: {p}")
+    if not images:
+        raise ValueError(f"{data}: no labelled images found (leaf folder name = label, or --labels CSV)")
+    assign_events(images, event_gap)
+    train_imgs, val_imgs = split(images, val_fraction, by=split_by, seed=seed)
+    shared = {i.event_id if split_by == "event" else i.site for i in train_imgs} & {
+        i.event_id if split_by == "event" else i.site for i in val_imgs}
+    assert not shared, f"split bug: {split_by}s on both sides: {sorted(shared)[:5]}"
+    out.mkdir(parents=True, exist_ok=True)
+    _write_split(out / SPLIT, train_imgs, val_imgs)
+    log(f"{len(images)} labelled images ({dict(Counter(i.label for i in images))}); "
+        f"{len(train_imgs)} train / {len(val_imgs)} validation, split by {split_by}")
+
+    cache = CropCache(Path(cache_dir) if cache_dir else default_cache_dir(), detection_threshold=detection_threshold,
+                      margin=CROP_MARGIN)
+    crops, crop_problems = cache.crops_for(images, no_crop=no_crop, progress=progress)
+    for p in crop_problems:
+        log(f"warning: {p}")
+    log(f"crops: {cache.counts}")
+    train_crops, val_crops = crops_by_side(crops, train_imgs, val_imgs)
+    labels = sorted({c.label for c in train_crops})
+    if len(labels) < 2:
+        raise ValueError(f"need crops of at least 2 classes to train, found {labels or 'none'}")
+    dropped = sorted({c.label for c in val_crops} - set(labels))
+    if dropped:
+        log(f"warning: validation classes without any training crop, left out: {', '.join(dropped)}")
+    val_crops = [c for c in val_crops if c.label in labels]
+    if not val_crops:
+        raise ValueError("no validation crops: add images (more events per class) or raise --val-fraction")
+    # a fixed balanced validation set, with the training sampler's ratio (DeepFaune)
+    val_crops = [val_crops[i] for i in fixed_balanced([c.label for c in val_crops], balance_ratio, seed)]
+
+    result = fit(train_crops, val_crops, labels, out, backbone=backbone, epochs=epochs, head_epochs=head_epochs,
+                 lr=lr, batch_size=batch_size, image_size=image_size, balance_ratio=balance_ratio, seed=seed,
+                 resume=resume, patience=patience, log=log, max_epochs_this_run=max_epochs_this_run,
+                 threads=threads or os.cpu_count() or 2)
+    result["problems"] = problems + crop_problems
+    if not result["finished"]:
+        return result
+    extra = {
+        "crop_margin": 0.0 if no_crop else CROP_MARGIN,
+        "whole_image": no_crop,
+        "training": {"data": str(Path(data).absolute()), "labels_csv": str(labels_csv) if labels_csv else None,
+                     "split_by": split_by, "val_fraction": val_fraction, "event_gap": event_gap,
+                     "detection_threshold": detection_threshold, "crops": cache.counts, **result["config"],
+                     **result["data"]},
+        "metrics": result.get("best"),
+    }
+    result["card"] = export_model(result["model"], labels, result["spec"], out, extra,
+                                  _arrays(val_crops[:VERIFY_CROPS]))
+    log(f"model written: {result['card'].path} (labels: {', '.join(labels)}; best balanced validation accuracy "
+        f"{result['best']['val_bal_acc']:.3f} at epoch {result['best_epoch']})")
+    return result
+
+
+def export_int8(
+    model: str | Path,
+    calibration: str | Path,
+    out: str | Path,
+    *,
+    target: str | None = None,
+    threshold: float = 0.5,
+    max_calibration: int = 300,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ModelCard:
+    """int8 copy of MODEL_DIR in `out`, calibrated on detector crops of the images under
+    `calibration` (validation images left out) and compared with fp32 on the validation split."""
+    from patou.train.quantize import MAX_CALIBRATION, card_figures, compare, quantize_classifier
+
+    model, out = Path(model), Path(out)
+    if out.resolve() == model.resolve():
+        raise ValueError(f"{out}: the int8 model must go to another folder than the fp32 one")
+    card = ModelCard.load(model)
+    extra = card.extra or {}
+    no_crop = bool(extra.get("whole_image"))
+    det_threshold = (extra.get("training") or {}).get("detection_threshold", DETECTION_THRESHOLD)
+    cache = CropCache(Path(cache_dir) if cache_dir else default_cache_dir(), detection_threshold=det_threshold,
+                      margin=CROP_MARGIN)
+    held: list[LabelledImage] = []
+    if (model / SPLIT).is_file():
+        held = [i for i in read_split(model, "val") if i.label != EMPTY]
+    held_paths = {i.path.resolve() for i in held}
+
+    records, problems = scan([Path(calibration)])
+    for p in problems:
+        log(f"warning: {p}")
+    calib = [LabelledImage(path=r.path, root=r.root, label="calibration") for r in records
+             if r.path.resolve() not in held_paths]
+    if not calib:
+        raise ValueError(f"{calibration}: no calibration images (outside the validation split)")
+    rng = np.random.default_rng(0)
+    calib = [calib[i] for i in sorted(rng.permutation(len(calib))[: min(len(calib), max_calibration)])]
+    calib_crops, _ = cache.crops_for(calib, no_crop=no_crop)
+    calib_crops = calib_crops[: min(max_calibration, MAX_CALIBRATION)]
+    if not calib_crops:
+        raise ValueError(f"{calibration}: the detector found no animal to calibrate on")
+    log(f"calibrating on {len(calib_crops)} crops from {len(calib)} images")
+    int8 = quantize_classifier(model, _arrays(calib_crops), out)
+
+    val_crops, _ = cache.crops_for(held, no_crop=no_crop)
+    val_crops = [c for c in val_crops if c.label in card.labels]
+    if not val_crops:
+        log("warning: no validation crops to compare fp32 and int8 on (model not made by `patou train`?)")
+        return int8
+    target = target or ("bear" if "bear" in card.labels else None)
+    figures = compare(model, int8, _arrays(val_crops), [c.label for c in val_crops], target, threshold)
+    figures["compared_on"] = "the validation split of `patou train` (no calibration image among them)"
+    int8 = card_figures(int8, figures)
+    log(f"fp32 vs int8 on {figures['crops']} validation crops: accuracy {figures['accuracy_fp32']:.3f} -> "
+        f"{figures['accuracy_int8']:.3f}" + (
+            f", {target} recall@{threshold:g} {figures['target_recall_fp32']} -> {figures['target_recall_int8']}"
+            if target else "") +
+        f"; {figures['size_mb_fp32']} MB -> {figures['size_mb_int8']} MB; one crop {figures['latency_ms_fp32']} ms "
+        f"-> {figures['latency_ms_int8']} ms ({figures['speedup']}x)")
+    for name in ("history.csv", "metrics.json", SPLIT):  # provenance travels with the model
+        if (model / name).is_file():
+            shutil.copy2(model / name, out / name)
+    return int8
