@@ -168,6 +168,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _destination(out_dir: Path, name: str, fp32: ModelCard) -> Path:
+    """out_dir/<name>.onnx, refusing the fp32 model's own file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"{name}.onnx"
+    if dst.resolve() == fp32.onnx_path.resolve():
+        raise ValueError(f"{dst}: would overwrite the fp32 model")
+    return dst
+
+
 def _write_card(fp32: ModelCard, onnx_path: Path, quantization: dict) -> ModelCard:
     extra = dict(fp32.extra or {})
     for k in ("onnx_sha256", "verification"):  # the fp32 file's, not true of this one
@@ -224,10 +233,7 @@ def quantize_classifier(
     clf = Classifier(model_dir, threads=2, flip=False)
     fp32 = clf.card
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dst = out_dir / f"{name}.onnx"
-    if dst.resolve() == fp32.onnx_path.resolve():
-        raise ValueError(f"{dst}: would overwrite the fp32 model")
+    dst = _destination(out_dir, name, fp32)
 
     def float_nodes(pre: Path) -> list[str]:
         nodes = weighted_nodes(pre)
@@ -321,11 +327,7 @@ def quantize_detector(
 
     det = Detector(card, threads=2)
     fp32 = det.card
-    out = Path(out_path_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dst = out / f"{name}.onnx"
-    if dst.resolve() == fp32.onnx_path.resolve():
-        raise ValueError(f"{dst}: would overwrite the fp32 model")
+    dst = _destination(Path(out_path_dir), name, fp32)
 
     def float_nodes(pre: Path) -> list[str]:
         return weighted_nodes(pre)[: max(0, int(float_first))] + (detector_output_nodes(pre) if float_head else [])
