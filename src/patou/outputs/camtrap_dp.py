@@ -96,10 +96,6 @@ def _media_id(r: ImageRecord) -> str:
     return hashlib.sha1(f"{r.root}|{r.rel}".encode()).hexdigest()[:16]
 
 
-def _boxes(r: ImageRecord, detection_threshold: float):
-    return [d for d in r.detections if d.conf >= detection_threshold]
-
-
 def _bbox(d) -> dict:
     x, y, w, h = (min(max(float(v), 0.0), 1.0) for v in d.bbox)
     w, h = min(w, 1.0 - x), min(h, 1.0 - y)
@@ -178,154 +174,26 @@ def export_camtrap_dp(
     needs_offset = any(r.timestamp.tzinfo is None for r in usable)
     missing = missing_metadata(deps, sampling_design=sampling_design, contributors=people, needs_offset=needs_offset)
     if missing:
-        out.mkdir(parents=True, exist_ok=True)
-        path, written = write_template(deps, out)
-        how = (f"fill in {path} (one row per site folder; deploymentStart/End hold the first and last photo "
-               "times: replace them with the setup and pick-up times if you know them) and run again with "
-               f"--deployments {path}") if written else (
-               f"{path} already exists (not overwritten): complete it and run again with --deployments {path}")
+        how = ""
+        if any("latitude" not in d.values or "longitude" not in d.values or (needs_offset and d.tz is None)
+               for d in deps):
+            out.mkdir(parents=True, exist_ok=True)
+            path, written = write_template(deps, out)
+            how = ("\n" + (f"fill in {path} (one row per site folder; deploymentStart/End hold the first and last "
+                           "photo times: replace them with the setup and pick-up times if you know them) and run "
+                           f"again with --deployments {path}") if written else
+                   f"\n{path} already exists (not overwritten): complete it and run again with --deployments {path}")
         raise MissingMetadata("Camtrap DP needs what patou cannot know from the photos:\n  - "
-                              + "\n  - ".join(missing) + "\n" + how)
+                              + "\n  - ".join(missing) + how)
 
-    corrections = load_corrections(results_dir)
-    opts = run.options
-    det_thr, thr = float(opts.get("detection_threshold", 0.2)), float(opts.get("threshold", 0.5))
-    models = run.info.get("models", {})
-    classified_by = "patou {} ({} v{} + {} v{})".format(
-        run.info.get("patou_version", "?"),
-        models.get("detector", {}).get("name", "?"), models.get("detector", {}).get("version", "?"),
-        models.get("classifier", {}).get("name", "?"), models.get("classifier", {}).get("version", "?"))
-    machine_time = run.info.get("finished")
-    unknown_labels: set[str] = set()
+    build = _Builder(run, deps, load_corrections(results_dir), tax, warn)
+    media_rows = build.media_rows(out, media_url, capture_method)
+    obs_rows = [row for event in events_of(usable) for row in build.observation_rows(event)]
+    dep_rows = build.deployment_rows(deployments)
 
-    def taxon(label: str) -> dict:
-        row = tax.get(label)
-        if row is None:
-            if label not in unknown_labels:
-                unknown_labels.add(label)
-                warn(f"label {label!r} is not in the taxonomy table: exported as an animal without "
-                     "scientificName; give --taxonomy with a row for it")
-            return {"observationType": "animal"}
-        return row
-
-    dep_of = {}
-    for d in deps:
-        for r in d.records:
-            dep_of[id(r)] = d
-
-    def when(r: ImageRecord) -> datetime:
-        return aware(r.timestamp, dep_of[id(r)].tz)
-
-    # ---- media
-    media_rows = []
-    for r in usable:
-        corr = corrections.get((str(r.root), r.rel))
-        # people's photos stay private whatever the hosting
-        private = "human" in (r.label, r.event_label, (corr or {}).get("label"))
-        name = r.path.name
-        mediatype = mimetypes.guess_type(name)[0] or f"image/{r.path.suffix.lstrip('.').lower() or 'jpeg'}"
-        if media_url:
-            file_path = media_url.rstrip("/") + "/" + r.rel
-        else:
-            try:
-                file_path = Path(os.path.relpath(r.path, out.resolve())).as_posix()
-            except ValueError:  # another drive (Windows)
-                file_path = r.path.as_posix()
-        media_rows.append({
-            "mediaID": _media_id(r), "deploymentID": dep_of[id(r)].id, "captureMethod": capture_method,
-            "timestamp": iso(when(r)), "filePath": file_path,
-            "filePublic": "true" if media_url and not private else "false",
-            "fileName": name, "fileMediatype": mediatype,
-        })
-
-    # ---- observations
-    obs_rows = []
-    n_human = 0
-    for event in events_of(usable):
-        dep = dep_of[id(event[0])]
-        start, end = min(when(r) for r in event), max(when(r) for r in event)
-        base = {"deploymentID": dep.id, "eventID": event[0].event_id, "eventStart": iso(start), "eventEnd": iso(end)}
-        verified = {id(r): corrections[(str(r.root), r.rel)] for r in event if (str(r.root), r.rel) in corrections}
-
-        def count(images, label: str | None = None) -> int | None:
-            """Most animals seen at once: the boxes (of `label`, when any box has it) in one image."""
-            per_image = [_boxes(r, det_thr) for r in images]
-            if label and any((d.top() or ("",))[0] == label for boxes in per_image for d in boxes):
-                per_image = [[d for d in boxes if (d.top() or ("",))[0] == label] for boxes in per_image]
-            return max(map(len, per_image), default=0) or None
-
-        if verified:
-            n_human += 1
-            labels = sorted({c["label"] for c in verified.values()})
-            if len(labels) > 1 and EMPTY in labels:  # an empty frame does not make an animal's visit blank
-                labels.remove(EMPTY)
-            for i, label in enumerate(labels, 1):
-                who = [c for c in verified.values() if c["label"] == label]
-                images = [r for r in event if verified.get(id(r), {}).get("label") == label]
-                t = taxon(label)
-                obs_rows.append({**base, "observationID": f"{base['eventID']}-{i}", "observationLevel": "event",
-                                 **_classification(t, label, count(images)),
-                                 "classificationMethod": "human",
-                                 "classifiedBy": max(who, key=lambda c: c.get("verified_at") or "").get("verified_by") or None,
-                                 "classificationTimestamp": _iso_text(max(c.get("verified_at") or "" for c in who)),
-                                 "observationTags": f"patouLabel:{label}"})
-        else:
-            label = event[0].event_label or UNDEFINED
-            t = taxon(label)
-            obs_rows.append({**base, "observationID": f"{base['eventID']}-1", "observationLevel": "event",
-                             **_classification(t, label, count(event, label)),
-                             "classificationMethod": "machine", "classifiedBy": classified_by,
-                             "classificationTimestamp": _iso_text(machine_time),
-                             "classificationProbability": _prob(event[0].event_score) if label != EMPTY else None,
-                             "observationTags": f"patouLabel:{label}"})
-
-        # media level: one row per box (the boxes Camtrap DP tools draw)
-        for r in event:
-            corr = verified.get(id(r))
-            boxes = _boxes(r, det_thr)
-            mbase = {**base, "mediaID": _media_id(r), "eventStart": iso(when(r)), "eventEnd": iso(when(r)),
-                     "observationLevel": "media"}
-            if corr:
-                label = corr["label"]
-                human = {"classificationMethod": "human", "classifiedBy": corr.get("verified_by") or None,
-                         "classificationTimestamp": _iso_text(corr.get("verified_at"))}
-                if label == EMPTY or not boxes:
-                    if label != EMPTY:  # a person saw what the detector missed: no box to give
-                        obs_rows.append({**mbase, "observationID": f"{_media_id(r)}-1",
-                                         **_classification(taxon(label), label, None), **human,
-                                         "observationTags": f"patouLabel:{label}"})
-                    continue
-                for j, d in enumerate(boxes, 1):
-                    obs_rows.append({**mbase, "observationID": f"{_media_id(r)}-{j}",
-                                     **_classification(taxon(label), label, 1), **_bbox(d), **human,
-                                     "observationTags": f"patouLabel:{label}"})
-                continue
-            for j, d in enumerate(boxes, 1):
-                top = d.top()
-                label, p = (top if top and top[1] >= thr else (UNDEFINED, top[1] if top else None))
-                obs_rows.append({**mbase, "observationID": f"{_media_id(r)}-{j}",
-                                 **_classification(taxon(label), label, 1), **_bbox(d),
-                                 "classificationMethod": "machine", "classifiedBy": classified_by,
-                                 "classificationTimestamp": _iso_text(machine_time),
-                                 "classificationProbability": _prob(p), "observationTags": f"patouLabel:{label}"})
-
-    # ---- deployments
-    dep_rows = []
-    for d in deps:
-        row = dict(d.values)
-        first, last = aware(d.first, d.tz), aware(d.last, d.tz)
-        start = parse_user_time(row["deploymentStart"], d.tz, f"{deployments}: {d.id}") if "deploymentStart" in row else first
-        end = parse_user_time(row["deploymentEnd"], d.tz, f"{deployments}: {d.id}") if "deploymentEnd" in row else last
-        if start > first or end < last:
-            warn(f"deployment {d.id}: photos from {iso(first)} to {iso(last)} fall outside deploymentStart.."
-                 f"deploymentEnd ({iso(start)} .. {iso(end)}): check the camera clock or the dates")
-        row["deploymentStart"], row["deploymentEnd"] = iso(start), iso(end)
-        dep_rows.append(row)
-
-    # ---- datapackage.json
     out.mkdir(parents=True, exist_ok=True)
-    descriptor = _descriptor(run, deps, dep_rows, obs_rows, tax, people, title, sampling_design,
-                             capture_method, data_license, media_license, media_url)
+    descriptor = _descriptor(run, dep_rows, obs_rows, tax, people, title, sampling_design, capture_method,
+                             data_license, media_license)
     for table, rows in (("deployments", dep_rows), ("media", media_rows), ("observations", obs_rows)):
         _write_table(out / f"{table}.csv", fields[table], rows)
     with atomic_output(out / "datapackage.json") as tmp:
@@ -335,7 +203,7 @@ def export_camtrap_dp(
         "deployments": len(dep_rows), "media": len(media_rows),
         "event_observations": sum(o["observationLevel"] == "event" for o in obs_rows),
         "media_observations": sum(o["observationLevel"] == "media" for o in obs_rows),
-        "human_verified_events": n_human, "left_out_images": len(run.records) - len(usable),
+        "human_verified_events": build.human_events, "left_out_images": len(run.records) - len(usable),
     })
     if validate:
         from .camtrap_dp_validate import validate_package
@@ -347,12 +215,144 @@ def export_camtrap_dp(
     return result
 
 
-def _classification(t: dict, label: str, count: int | None) -> dict:
-    kind = t["observationType"]
-    row = {"observationType": kind, "scientificName": t.get("scientificName") or None}
-    if kind in ("animal", "human", "vehicle"):
-        row["count"] = count
-    return row
+class _Builder:
+    """The rows of the three tables, from the decided records, corrections and deployments."""
+
+    def __init__(self, run, deps: list[Deployment], corrections: dict, tax: dict, warn: Callable[[str], None]):
+        self.deps, self.corrections, self.tax, self.warn = deps, corrections, tax, warn
+        self.dep_of = {id(r): d for d in deps for r in d.records}
+        self.det_thr = float(run.options.get("detection_threshold", 0.2))
+        self.thr = float(run.options.get("threshold", 0.5))
+        det, cls = (run.info.get("models", {}).get(k, {}) for k in ("detector", "classifier"))
+        self.machine = {"classificationMethod": "machine",
+                        "classifiedBy": "patou {} ({} v{} + {} v{})".format(
+                            run.info.get("patou_version", "?"), det.get("name", "?"), det.get("version", "?"),
+                            cls.get("name", "?"), cls.get("version", "?")),
+                        "classificationTimestamp": _iso_text(run.info.get("finished"))}
+        self.unknown_labels: set[str] = set()
+        self.human_events = 0
+
+    def when(self, r: ImageRecord) -> datetime:
+        return aware(r.timestamp, self.dep_of[id(r)].tz)
+
+    def correction(self, r: ImageRecord) -> dict | None:
+        return self.corrections.get((str(r.root), r.rel))
+
+    def taxon(self, label: str) -> dict:
+        row = self.tax.get(label)
+        if row is None:
+            if label not in self.unknown_labels:
+                self.unknown_labels.add(label)
+                self.warn(f"label {label!r} is not in the taxonomy table: exported as an animal without "
+                          "scientificName; give --taxonomy with a row for it")
+            return {"observationType": "animal"}
+        return row
+
+    def classification(self, label: str, count: int | None) -> dict:
+        t = self.taxon(label)
+        row = {"observationType": t["observationType"], "scientificName": t.get("scientificName") or None,
+               "observationTags": f"patouLabel:{label}"}
+        if t["observationType"] in ("animal", "human", "vehicle"):
+            row["count"] = count
+        return row
+
+    def boxes(self, r: ImageRecord):
+        return [d for d in r.detections if d.conf >= self.det_thr]
+
+    def count(self, images: list[ImageRecord], label: str | None = None) -> int | None:
+        """Most animals seen at once: the boxes (of `label`, when any box has it) in one image."""
+        per_image = [self.boxes(r) for r in images]
+        if label and any(_top_label(d) == label for boxes in per_image for d in boxes):
+            per_image = [[d for d in boxes if _top_label(d) == label] for boxes in per_image]
+        return max(map(len, per_image), default=0) or None
+
+    def media_rows(self, out: Path, media_url: str | None, capture_method: str) -> list[dict]:
+        rows = []
+        for d in self.deps:
+            for r in d.records:
+                # people's photos stay private wherever they are hosted
+                private = "human" in (r.label, r.event_label, (self.correction(r) or {}).get("label"))
+                if media_url:
+                    file_path = media_url.rstrip("/") + "/" + r.rel
+                else:
+                    try:
+                        file_path = Path(os.path.relpath(r.path, out.resolve())).as_posix()
+                    except ValueError:  # another drive (Windows)
+                        file_path = r.path.as_posix()
+                rows.append({
+                    "mediaID": _media_id(r), "deploymentID": d.id, "captureMethod": capture_method,
+                    "timestamp": iso(self.when(r)), "filePath": file_path,
+                    "filePublic": "true" if media_url and not private else "false", "fileName": r.path.name,
+                    "fileMediatype": mimetypes.guess_type(r.path.name)[0] or f"image/{r.path.suffix.lstrip('.').lower()}",
+                })
+        return rows
+
+    def observation_rows(self, event: list[ImageRecord]) -> list[dict]:
+        """The event's observation(s), then one media-level row per box of its images."""
+        times = [self.when(r) for r in event]
+        base = {"deploymentID": self.dep_of[id(event[0])].id, "eventID": event[0].event_id}
+        level = {**base, "eventStart": iso(min(times)), "eventEnd": iso(max(times)), "observationLevel": "event"}
+        verified = {id(r): c for r in event if (c := self.correction(r))}
+        rows = []
+        if verified:
+            self.human_events += 1
+            labels = sorted({c["label"] for c in verified.values()})
+            if len(labels) > 1 and EMPTY in labels:  # an empty frame does not make an animal's visit blank
+                labels.remove(EMPTY)
+            for i, label in enumerate(labels, 1):
+                images = [r for r in event if verified.get(id(r), {}).get("label") == label]
+                latest = max((verified[id(r)] for r in images), key=lambda c: c.get("verified_at") or "")
+                rows.append({**level, "observationID": f"{base['eventID']}-{i}",
+                             **self.classification(label, self.count(images)), **_human(latest)})
+        else:
+            label = event[0].event_label or UNDEFINED
+            rows.append({**level, "observationID": f"{base['eventID']}-1",
+                         **self.classification(label, self.count(event, label)), **self.machine,
+                         "classificationProbability": None if label == EMPTY else _prob(event[0].event_score)})
+
+        for r in event:  # media level: the boxes, which tools draw
+            media = {**base, "mediaID": _media_id(r), "eventStart": iso(self.when(r)), "eventEnd": iso(self.when(r)),
+                     "observationLevel": "media"}
+            boxes, corr = self.boxes(r), verified.get(id(r))
+            if corr and corr["label"] != EMPTY and not boxes:  # a person saw what the detector missed
+                rows.append({**media, "observationID": f"{_media_id(r)}-1",
+                             **self.classification(corr["label"], None), **_human(corr)})
+            if corr and corr["label"] == EMPTY:
+                continue
+            for j, d in enumerate(boxes, 1):
+                if corr:
+                    who = {**self.classification(corr["label"], 1), **_human(corr)}
+                else:
+                    top = d.top()
+                    label = top[0] if top and top[1] >= self.thr else UNDEFINED
+                    who = {**self.classification(label, 1), **self.machine,
+                           "classificationProbability": _prob(top[1] if top else None)}
+                rows.append({**media, "observationID": f"{_media_id(r)}-{j}", **_bbox(d), **who})
+        return rows
+
+    def deployment_rows(self, source: Path | None) -> list[dict]:
+        rows = []
+        for d in self.deps:
+            row = dict(d.values)
+            first, last = aware(d.first, d.tz), aware(d.last, d.tz)
+            start, end = (parse_user_time(row[col], d.tz, f"{source}: {d.id} {col}") if col in row else default
+                          for col, default in (("deploymentStart", first), ("deploymentEnd", last)))
+            if start > first or end < last:
+                self.warn(f"deployment {d.id}: photos from {iso(first)} to {iso(last)} fall outside deploymentStart.."
+                          f"deploymentEnd ({iso(start)} .. {iso(end)}): check the camera clock or the dates")
+            row["deploymentStart"], row["deploymentEnd"] = iso(start), iso(end)
+            rows.append(row)
+        return rows
+
+
+def _top_label(d) -> str | None:
+    top = d.top()
+    return top[0] if top else None
+
+
+def _human(correction: dict) -> dict:
+    return {"classificationMethod": "human", "classifiedBy": correction.get("verified_by") or None,
+            "classificationTimestamp": _iso_text(correction.get("verified_at"))}
 
 
 def _prob(p) -> float | None:
@@ -375,8 +375,8 @@ def _write_table(path: Path, header: list[str], rows: list[dict]) -> None:
             w.writerow(["" if row.get(k) is None else row[k] for k in header])
 
 
-def _descriptor(run, deps: list[Deployment], dep_rows, obs_rows, tax, people, title, sampling_design,
-                capture_method, data_license, media_license, media_url) -> dict:
+def _descriptor(run, dep_rows, obs_rows, tax, people, title, sampling_design, capture_method,
+                data_license, media_license) -> dict:
     lats = [float(r["latitude"]) for r in dep_rows]
     lons = [float(r["longitude"]) for r in dep_rows]
     if len(set(zip(lats, lons))) == 1:

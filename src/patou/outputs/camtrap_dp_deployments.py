@@ -129,8 +129,11 @@ def attach_user_values(deps: list[Deployment], rows: list[dict], known_fields: l
             dep.tz = parse_utc_offset(row["utcOffset"], f"{path}: row {n}")
         for col in ("latitude", "longitude"):
             if col in dep.values:
+                text = dep.values[col]
+                if "." not in text and text.count(",") == 1:  # a decimal comma (semicolon-separated CSV)
+                    text = text.replace(",", ".")
                 try:
-                    value = float(dep.values[col].replace(",", ".") if "." not in dep.values[col] else dep.values[col])
+                    value = float(text)
                 except ValueError:
                     raise ValueError(f"{path}: row {n}: {col} {dep.values[col]!r} is not a number "
                                      "(decimal degrees, WGS84, e.g. 42.7913)") from None
