@@ -1,0 +1,21 @@
+"""`patou guard`: watch a field camera's incoming folder and fire a deterrent when the target comes.
+
+    from patou.guard import guard, replay, status
+    guard("/srv/camera/incoming", actions=["gpio:17:20"], db="/var/lib/patou/guard.sqlite")
+"""
+from .service import DEFAULT_GUARD_THRESHOLD, Guard
+
+__all__ = ["DEFAULT_GUARD_THRESHOLD", "Guard", "guard"]
+
+
+def guard(watch, **options) -> None:
+    """Run the guard until SIGINT/SIGTERM; options as `Guard` (the same as `patou guard`)."""
+    import signal
+
+    g = Guard(watch, **options)
+    previous = {s: signal.signal(s, lambda *_: g.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        g.run()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
