@@ -114,7 +114,7 @@ def guard_cmd(
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
     from .guard import DEFAULT_GUARD_THRESHOLD
 
-    say = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
+    say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
         err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
         raise typer.Exit(2)

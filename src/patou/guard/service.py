@@ -31,7 +31,9 @@ from .watch import Watcher, stat_key
 # non-bear 0.071 (0.044 at night, IR), except a black cow (0.53) that no threshold short of 0.54 avoids.
 DEFAULT_GUARD_THRESHOLD = 0.1
 STALE = "stale"  # an alarm on an image that arrived too long ago to be worth scaring anything
-READ_RETRIES = 2  # a file that decodes as truncated is looked at again this many times
+# A file that decodes as truncated may be half-written by a writer that pauses longer than --settle
+# (FTP, SD card): it is read again, at growing intervals, until it is this many seconds old.
+PARTIAL_GRACE = 30.0
 
 
 class Guard:
@@ -81,7 +83,7 @@ class Guard:
         self.watcher = Watcher(self.watch, settle=settle, poll=poll, rescan=rescan,
                                exclude=[self.archive] if self.archive else [],
                                is_done=lambda p, k: (p, *k) in self.done, log=log)
-        self._tries: dict[tuple, int] = {}
+        self._tries: dict[str, int] = {}
         self._stop = False
         self.processed = 0
 
@@ -151,12 +153,12 @@ class Guard:
         record = ImageRecord(path=path, root=self.watch, site=_site(self.watch, path, self.site_depth))
         loaded = self.models.load(record)
         if loaded is None and record.failure and "truncated" in record.failure:
-            n = self._tries.get(k, 0)
-            if n < READ_RETRIES:  # maybe still being written by something that pauses
-                self._tries[k] = n + 1
-                self.watcher.retry(path)
+            n = self._tries.get(str(path), 0)
+            if time.time() - arrived < PARTIAL_GRACE:
+                self._tries[str(path)] = n + 1
+                self.watcher.retry(path, delay=self.watcher.settle * 2 ** n)
                 return None
-        self._tries.pop(k, None)
+        self._tries.pop(str(path), None)
         if loaded is not None:
             try:
                 self.models.analyse(loaded, record, self.detection_threshold)

@@ -148,11 +148,12 @@ class Watcher:
             for _, _, p in sorted(found):
                 self._note(p, False, now)
 
-    def retry(self, path: str | Path) -> None:
-        """Look at a file again after it next changes or settles (e.g. it was read half-written)."""
+    def retry(self, path: str | Path, delay: float = 0.0) -> None:
+        """Hand a file on again once it changes and settles, or after `delay` s unchanged
+        (e.g. it decoded as truncated: maybe its writer only paused)."""
         path = str(path)
         self._seq += 1
-        self._cand[path] = _Candidate(self._seq, stat_key(path), time.monotonic())
+        self._cand[path] = _Candidate(self._seq, stat_key(path), time.monotonic() + max(0.0, delay - self.settle))
 
     def _apply(self, kind: str, path: str, now: float) -> None:
         if kind == "dir":  # a folder created or moved in: its files may predate its watch
