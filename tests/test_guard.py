@@ -76,7 +76,8 @@ def running(tmp: Path, models, actions, **kw):
     incoming.mkdir(exist_ok=True)
     kw.setdefault("settle", 0.3)
     kw.setdefault("rescan", 5.0)
-    g = Guard(incoming, actions=actions, db=tmp / "guard.sqlite", models=models, log=lambda m: None, **kw)
+    kw.setdefault("log", lambda m: None)
+    g = Guard(incoming, actions=actions, db=tmp / "guard.sqlite", models=models, **kw)
     t = threading.Thread(target=g.run, daemon=True)
     t.start()
     try:
@@ -190,7 +191,8 @@ def test_failing_action_is_logged_and_the_next_event_fires(real, models, tmp_pat
 @pytest.mark.parametrize("poll", [None, 0.2], ids=["inotify", "polling"])
 def test_truncated_file_written_slowly_is_processed_once_whole(real, models, tmp_path, poll):
     data = (real / BEAR_1).read_bytes()
-    with running(tmp_path, models, [], poll=poll) as (g, incoming):
+    said = []
+    with running(tmp_path, models, [], poll=poll, log=said.append) as (g, incoming):
         db = g.journal.path
         dst = incoming / "slow.jpg"
         with open(dst, "wb") as f:  # an upload that stalls for longer than the settle time
@@ -203,6 +205,7 @@ def test_truncated_file_written_slowly_is_processed_once_whole(real, models, tmp
         files = rows(db, "SELECT size, status, label FROM files")
     assert files == [(len(data), "done", "bear")]
     assert rows(db, "SELECT COUNT(*) FROM failures")[0][0] == 0
+    assert any(m.startswith("partial:") for m in said), said  # it was seen half-written, and waited
 
 
 def test_http_action_receives_the_event_json(real, models, tmp_path):
@@ -278,3 +281,63 @@ def test_replay_prints_what_would_fire_and_scores_events(real, models, capsys):
     assert "FIRE" in text and "american_black_bear.jpg" in text and "bear events caught: 1/1" in text
     heron = [r for r in res.records if "heron" in str(r.root)]
     assert len({r.event_id for r in heron}) == 1  # 10 frames in 6 s: one event
+
+
+def _fake_mqtt_broker(received: list):
+    """Just enough MQTT 3.1.1 for one client: CONNACK its CONNECT, PUBACK its QoS 1 PUBLISH."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def read_packet(conn):
+        head = conn.recv(1)
+        if not head:
+            return None, b""
+        length, shift = 0, 0
+        while True:
+            b = conn.recv(1)[0]
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        body = b""
+        while len(body) < length:
+            body += conn.recv(length - len(body))
+        return head[0], body
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            while True:
+                kind, body = read_packet(conn)
+                if kind is None or kind >> 4 == 14:  # closed, DISCONNECT
+                    return
+                if kind >> 4 == 1:  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind >> 4 == 3:  # PUBLISH
+                    n = int.from_bytes(body[:2], "big")
+                    topic, rest = body[2:2 + n].decode(), body[2 + n:]
+                    msg_id, payload = rest[:2], rest[2:]
+                    received.append((topic, (kind >> 1) & 3, json.loads(payload)))
+                    conn.sendall(b"\x40\x02" + msg_id)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_mqtt_action_publishes_the_event_json(real, models, tmp_path):
+    received = []
+    srv = _fake_mqtt_broker(received)
+    try:
+        url = f"mqtt://127.0.0.1:{srv.getsockname()[1]}/patou/alerts"
+        with running(tmp_path, models, [url]) as (g, incoming):
+            drop(real, BEAR_1, incoming)
+            wait_for(lambda: received, what="the broker to receive the alert")
+            wait_for(lambda: rows(g.journal.path, "SELECT ok FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
+            assert rows(g.journal.path, "SELECT ok FROM attempts") == [(1,)]
+    finally:
+        srv.close()
+    topic, qos, event = received[0]
+    assert topic == "patou/alerts" and qos == 1 and event["target"] == "bear" and event["trigger_id"] == 1

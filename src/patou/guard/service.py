@@ -157,6 +157,8 @@ class Guard:
             if time.time() - arrived < PARTIAL_GRACE:
                 self._tries[str(path)] = n + 1
                 self.watcher.retry(path, delay=self.watcher.settle * 2 ** n)
+                self.log(f"partial: {path}: reads as truncated, looking again once it changes or in "
+                         f"{self.watcher.settle * 2 ** n:g} s")
                 return None
         self._tries.pop(str(path), None)
         if loaded is not None:
