@@ -3,9 +3,11 @@
     from patou.guard import guard, replay, status
     guard("/srv/camera/incoming", actions=["gpio:17:20"], db="/var/lib/patou/guard.sqlite")
 """
+from .replay import replay
 from .service import DEFAULT_GUARD_THRESHOLD, Guard
+from .status import status
 
-__all__ = ["DEFAULT_GUARD_THRESHOLD", "Guard", "guard"]
+__all__ = ["DEFAULT_GUARD_THRESHOLD", "Guard", "guard", "replay", "status"]
 
 
 def guard(watch, **options) -> None:
