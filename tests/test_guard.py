@@ -341,3 +341,42 @@ def test_mqtt_action_publishes_the_event_json(real, models, tmp_path):
         srv.close()
     topic, qos, event = received[0]
     assert topic == "patou/alerts" and qos == 1 and event["target"] == "bear" and event["trigger_id"] == 1
+
+
+def test_faults_are_logged_and_the_guard_goes_on(real, models, tmp_path, monkeypatch):
+    """A non-image, a model error and a full disk each cost at most their photo; bears still fire."""
+    out = tmp_path / "out"
+    out.mkdir()
+    real_analyse = models.analyse
+    calls = []
+
+    def analyse_failing_once(loaded, record, thr):
+        calls.append(record.path.name)
+        if len(calls) == 1:
+            raise RuntimeError("simulated ONNX Runtime failure")
+        return real_analyse(loaded, record, thr)
+
+    monkeypatch.setattr(models, "analyse", analyse_failing_once)
+    said = []
+    with running(tmp_path, models, [writer_action(out)], cooldown=0, event_gap=0.5, log=said.append) as (g, incoming):
+        db = g.journal.path
+        (incoming / "notes.jpg").write_text("not a photo")
+        drop(real, BEAR_1, incoming, "first.jpg")  # hits the model error
+        wait_for(lambda: n_processed(db) == 2, what="the two faulty files to be logged")
+        failures = dict((Path(p).name, m) for p, m in rows(db, "SELECT path, message FROM failures"))
+        assert "not an image" in failures["notes.jpg"] and "simulated" in failures["first.jpg"]
+        assert not list(out.iterdir())
+
+        def disk_full(*a, **k):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(g.journal, "record_image", disk_full)
+        time.sleep(1.0)
+        drop(real, BEAR_2, incoming)
+        wait_for(lambda: list(out.glob("fired-*.json")), what="the bear to fire despite the full disk")
+        assert any("disk is full" in m for m in said)
+        monkeypatch.undo()  # the disk has room again
+        time.sleep(1.0)
+        drop(real, BEAR_1, incoming, "later.jpg")
+        wait_for(lambda: rows(db, "SELECT COUNT(*) FROM triggers WHERE path LIKE '%later.jpg'")[0][0] == 1,
+                 what="the guard to go on logging after the full disk")
