@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from patou.guard import DEFAULT_GUARD_THRESHOLD, Guard
+from patou.guard import DEFAULT_GUARD_THRESHOLD, Guard, status
 from patou.guard.replay import replay
 from patou.guard.state import COOLDOWN, FIRED, Tracker
 from patou.pipeline import Models
@@ -130,6 +130,23 @@ def test_bear_fires_command_empty_and_fox_do_not_second_bear_cools_down(real, mo
         assert [(Path(p).name, o) for p, o in outcomes] == [("8831.jpg", FIRED), ("9455.jpg", COOLDOWN)]
         labels = dict((Path(p).name, lab) for p, lab in rows(db, "SELECT path, label FROM files"))
         assert labels["blank.jpg"] == "empty" and labels["8831.jpg"] == "bear"
+        wait_for(lambda: rows(db, "SELECT ok FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
+        text = status(db)  # readable while the guard runs
+    assert "4 images processed" in text and "1 cooldown, 1 fired" in text and "ok of 1" in text
+    assert "latency from file written to action start: p50" in text and "8831.jpg" in text
+
+
+def test_hidden_and_temporary_names_wait_for_their_final_name(real, models, tmp_path):
+    with running(tmp_path, models, []) as (g, incoming):
+        db = g.journal.path
+        drop(real, BEAR_1, incoming, ".8831.jpg")
+        part = drop(real, BEAR_2, incoming, "9455.jpg.part")
+        time.sleep(1.5)
+        assert n_processed(db) == 0
+        part.rename(incoming / "9455.jpg")  # the uploader's last step
+        wait_for(lambda: n_processed(db) == 1, what="the renamed file to be processed")
+        time.sleep(0.5)
+        assert [Path(p).name for (p,) in rows(db, "SELECT path FROM files")] == ["9455.jpg"]
 
 
 def _guard_process(tmp: Path, out: Path) -> subprocess.Popen:
