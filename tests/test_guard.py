@@ -65,6 +65,17 @@ def drop(real: Path, rel: str, incoming: Path, name: str | None = None) -> Path:
     return dst
 
 
+def fired_events(out: Path) -> list[dict]:
+    """The events the writer action wrote; [] while one is still being written."""
+    events = []
+    for p in sorted(out.glob("fired-*.json")):
+        try:
+            events.append(json.loads(p.read_text()))
+        except ValueError:
+            return []
+    return events
+
+
 def writer_action(out: Path) -> str:
     """A command action that writes the event JSON it gets on stdin to out/fired-<trigger id>.json."""
     return f"command:sh -c 'cat > {out}/fired-$PATOU_TRIGGER_ID.json'"
@@ -117,8 +128,7 @@ def test_bear_fires_command_empty_and_fox_do_not_second_bear_cools_down(real, mo
         assert not list(out.iterdir()), "an empty or non-bear photo fired"
 
         drop(real, BEAR_1, incoming)
-        fired = wait_for(lambda: list(out.glob("fired-*.json")), what="the bear photo to fire the command")
-        event = json.loads(fired[0].read_text())
+        event, = wait_for(lambda: fired_events(out), what="the bear photo to fire the command")
         assert event["target"] == "bear" and event["score"] >= DEFAULT_GUARD_THRESHOLD
         assert Path(event["image"]).name == "8831.jpg" and event["outcome"] == FIRED
 
@@ -196,8 +206,10 @@ def test_failing_action_is_logged_and_the_next_event_fires(real, models, tmp_pat
         wait_for(lambda: rows(db, "SELECT COUNT(*) FROM attempts WHERE ok=0")[0][0] == 2, what="both failures to be logged")
         time.sleep(1.0)  # more than the event gap: the next photo is a new event
         drop(real, BEAR_2, incoming)
-        fired = wait_for(lambda: list(out.glob("fired-*.json")), what="the next event to fire")
-        assert json.loads(fired[0].read_text())["image"].endswith("9455.jpg")
+        event, = wait_for(lambda: fired_events(out), what="the next event to fire")
+        assert event["image"].endswith("9455.jpg")
+        wait_for(lambda: rows(db, "SELECT ok FROM attempts WHERE trigger_id=2 AND action LIKE 'command%' AND ok IS NOT NULL"),
+                 what="the second command's outcome")
         attempts = rows(db, "SELECT trigger_id, action, ok, detail FROM attempts ORDER BY trigger_id, action")
     first = [a for a in attempts if a[0] == 1]
     assert all(a[2] == 0 for a in first) and any("exit status 3" in a[3] for a in first)

@@ -32,7 +32,7 @@ from .watch import Watcher, stat_key
 DEFAULT_GUARD_THRESHOLD = 0.1
 STALE = "stale"  # an alarm on an image that arrived too long ago to be worth scaring anything
 # A file that decodes as truncated may be half-written by a writer that pauses longer than --settle
-# (FTP, SD card): it is read again, at growing intervals, until it is this many seconds old.
+# (FTP, SD card): it is read again, at growing intervals, for this many seconds.
 PARTIAL_GRACE = 30.0
 
 
@@ -83,7 +83,7 @@ class Guard:
         self.watcher = Watcher(self.watch, settle=settle, poll=poll, rescan=rescan,
                                exclude=[self.archive] if self.archive else [],
                                is_done=lambda p, k: (p, *k) in self.done, log=log)
-        self._tries: dict[str, int] = {}
+        self._tries: dict[str, tuple[int, float]] = {}  # path -> (reads, first truncated read)
         self._stop = False
         self.processed = 0
 
@@ -153,12 +153,12 @@ class Guard:
         record = ImageRecord(path=path, root=self.watch, site=_site(self.watch, path, self.site_depth))
         loaded = self.models.load(record)
         if loaded is None and record.failure and "truncated" in record.failure:
-            n = self._tries.get(str(path), 0)
-            if time.time() - arrived < PARTIAL_GRACE:
-                self._tries[str(path)] = n + 1
-                self.watcher.retry(path, delay=self.watcher.settle * 2 ** n)
-                self.log(f"partial: {path}: reads as truncated, looking again once it changes or in "
-                         f"{self.watcher.settle * 2 ** n:g} s")
+            n, first = self._tries.get(str(path), (0, time.monotonic()))
+            if time.monotonic() - first < PARTIAL_GRACE:  # the guard's clock: mtimes may be skewed
+                self._tries[str(path)] = (n + 1, first)
+                delay = self.watcher.settle * 2 ** n
+                self.watcher.retry(path, delay=delay)
+                self.log(f"partial: {path}: reads as truncated, looking again once it changes or in {delay:g} s")
                 return None
         self._tries.pop(str(path), None)
         if loaded is not None:

@@ -128,7 +128,10 @@ class Watcher:
             if key is not None and self.is_done(path, key):
                 return
             self._seq += 1
-            c = self._cand[path] = _Candidate(self._seq, key, now)
+            # unchanged since its mtime: a file found by a poll or rescan that was written more
+            # than `settle` s ago is ready at once (a partial one is caught by the decode retry)
+            age = time.time() - key[1] / 1e9 if key is not None else 0.0
+            c = self._cand[path] = _Candidate(self._seq, key, now - min(max(age, 0.0), self.settle))
         elif key != c.key:
             c.key, c.changed = key, now
         c.closed = closed and key is not None
