@@ -11,11 +11,16 @@ __all__ = ["DEFAULT_GUARD_THRESHOLD", "Guard", "guard", "replay", "status"]
 
 
 def guard(watch, **options) -> None:
-    """Run the guard until SIGINT/SIGTERM; options as `Guard` (the same as `patou guard`)."""
+    """Run the guard until SIGINT/SIGTERM; options as `Guard` (the same as `patou guard`).
+
+    From another thread, use `Guard(...).run()` and its `stop()` instead."""
     import signal
+    import threading
 
     g = Guard(watch, **options)
-    previous = {s: signal.signal(s, lambda *_: g.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+        previous = {s: signal.signal(s, lambda *_: g.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         g.run()
     finally:

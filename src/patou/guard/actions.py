@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import threading
@@ -126,7 +127,7 @@ class MqttAction(Action):
     def run(self, event: dict) -> str:
         import paho.mqtt.client as mqtt
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"patou-guard-{os.getpid()}")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"patou-guard-{os.getpid()}-{secrets.token_hex(3)}")  # unique: triggers may overlap
         client.connect_timeout = min(self.timeout, 10.0)
         if self.user:
             client.username_pw_set(self.user, self.password)
