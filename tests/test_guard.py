@@ -200,7 +200,7 @@ def test_failing_action_is_logged_and_the_next_event_fires(real, models, tmp_pat
     # fails (exit 3) the first time it runs, works after; plus an HTTP endpoint nobody listens on
     flaky = f"command:sh -c 'test -e {out}/once || {{ touch {out}/once; exit 3; }}; cat > {out}/fired-$PATOU_TRIGGER_ID.json'"
     dead = "http://127.0.0.1:9/hook"
-    with running(tmp_path, models, [flaky, dead], cooldown=0, event_gap=0.5, action_timeout=3) as (g, incoming):
+    with running(tmp_path, models, [flaky, dead], cooldown=0, event_gap=0.5, action_timeout=1.5) as (g, incoming):
         db = g.journal.path
         drop(real, BEAR_1, incoming)
         wait_for(lambda: rows(db, "SELECT COUNT(*) FROM attempts WHERE ok=0")[0][0] == 2, what="both failures to be logged")
