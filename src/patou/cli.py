@@ -238,5 +238,60 @@ def _summary(result) -> None:
     err.print(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")
 
 
+@app.command("guard")
+def guard_cmd(
+    watch: Optional[Path] = typer.Option(None, "--watch", help="Incoming folder of a field camera: each new image is decided as it arrives."),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="Offline: run a folder of photos in timestamp order, print what would fire."),
+    status: bool = typer.Option(False, "--status", help="Print the last events, triggers, failures and latency from --db."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled."),
+    target: str = typer.Option("bear", help="The label that fires the deterrent."),
+    threshold: Optional[float] = typer.Option(None, help="Fire when an image's (or its event's mean) target probability reaches this [default: 0.1, see README]."),
+    detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored."),
+    action: list[str] = typer.Option([], "--action", help="command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable)."),
+    cooldown: float = typer.Option(60.0, help="Seconds (image clock) after a firing during which the same site does not fire again."),
+    event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
+    db: Path = typer.Option(Path("guard.sqlite"), "--db", help="SQLite log: processed files, events, triggers, action attempts, failures."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Move each processed image here (no-clobber; unreadable ones to failed/)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --replay: CSV (path, label_norm|label) to measure recall and false triggers [default: PHOTOS_DIR/LABELS.csv]."),
+    no_fast: bool = typer.Option(False, "--no-fast", help="Use the float32 detector instead of the bundled int8 one."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for inference (default: all cores)."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Skip test-time flip (faster, a little less accurate)."),
+    poll: Optional[float] = typer.Option(None, "--poll", help="Poll the folder every N seconds instead of inotify events (network, FTP, SD mounts)."),
+    settle: float = typer.Option(1.0, help="Seconds a file's size and mtime must stay still when no close-write event is seen."),
+    action_timeout: float = typer.Option(30.0, help="Seconds after which an action is abandoned (gpio: added to its high time)."),
+    max_age: float = typer.Option(600.0, help="Images that arrived longer ago than this (e.g. while the guard was down) are logged but do not fire; 0 = no limit."),
+    site_depth: Optional[int] = typer.Option(None, help="Folder levels below the watched folder that name the site (default: the whole parent folder)."),
+) -> None:
+    """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
+    from .guard import DEFAULT_GUARD_THRESHOLD
+
+    say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
+        err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
+        raise typer.Exit(2)
+    threshold = DEFAULT_GUARD_THRESHOLD if threshold is None else threshold
+    try:
+        if status:
+            from .guard.status import status as status_text
+
+            print(status_text(db))
+        elif replay is not None:
+            from .guard.replay import replay as run_replay
+
+            run_replay(replay, model=model, target=target, threshold=threshold, detection_threshold=detection_threshold,
+                       cooldown=cooldown, event_gap=event_gap, labels=labels, fast=not no_fast, threads=threads,
+                       flip=not no_flip, site_depth=site_depth, log=say)
+        else:
+            from .guard import guard
+
+            guard(watch, actions=action, model=model, target=target, threshold=threshold,
+                  detection_threshold=detection_threshold, cooldown=cooldown, event_gap=event_gap, db=db,
+                  archive=archive, fast=not no_fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
+                  action_timeout=action_timeout, max_age=max_age or None, site_depth=site_depth, log=say)
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2)
+
+
 if __name__ == "__main__":
     app()

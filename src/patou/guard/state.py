@@ -1,0 +1,102 @@
+"""Decide, image by image, whether the deterrent fires: open events per site, running mean, cooldown.
+
+Pure bookkeeping (no files, no models), shared by the live guard and by `--replay`, so what the
+replay prints is what the guard would have done. The guard persists every change in its SQLite
+log and rebuilds a Tracker from it on restart.
+
+Rules (the same events as `patou run`: one site, shots at most `gap` seconds apart):
+- an image joins its site's open event when its clock is within `gap` of the event's span,
+  otherwise it opens a new one; the clock is the EXIF time, or the arrival time without EXIF;
+- it is an alarm when its target probability >= threshold, or when the open event's running mean
+  (over its non-empty images, as `decide_event`) reaches it;
+- an alarm fires unless the site fired less than `cooldown` seconds earlier (image clock), so one
+  visit fires once and a bear that stays is scared again once the cooldown has passed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+FIRED, COOLDOWN = "fired", "cooldown"
+
+
+@dataclass
+class OpenEvent:
+    id: int
+    site: str
+    first: datetime | None = None
+    last: datetime | None = None
+    key: str | None = None  # replay: the event id from group_events (images without a clock)
+    n: int = 0
+    n_scored: int = 0
+    sum_target: float = 0.0
+    max_target: float = 0.0
+    fires: int = 0
+
+    @property
+    def mean(self) -> float:
+        return self.sum_target / self.n_scored if self.n_scored else 0.0
+
+
+@dataclass
+class Decision:
+    event: OpenEvent
+    new_event: bool
+    target_score: float
+    reason: str | None = None  # "image" | "event-mean" when the image is an alarm
+    outcome: str | None = None  # FIRED | COOLDOWN when it is an alarm
+
+    @property
+    def fire(self) -> bool:
+        return self.outcome == FIRED
+
+
+class Tracker:
+    def __init__(self, threshold: float, cooldown: float = 60.0, gap: float = 20.0, next_id: int = 1):
+        self.threshold, self.cooldown, self.gap = threshold, cooldown, gap
+        self.open: dict[str, OpenEvent] = {}
+        self.last_fire: dict[str, datetime] = {}
+        self.next_id = next_id
+
+    def _joins(self, ev: OpenEvent, clock: datetime | None, key: str | None) -> bool:
+        if key is not None or ev.key is not None:
+            return key == ev.key
+        if clock is None or ev.first is None:
+            return False
+        gap = timedelta(seconds=self.gap)
+        return ev.first - gap <= clock <= ev.last + gap
+
+    def observe(self, site: str, clock: datetime | None, target_score: float | None, scored: bool,
+                key: str | None = None) -> Decision:
+        """One decided image: `scored` = it has class scores (not empty), as decide_event counts."""
+        ts = float(target_score or 0.0)
+        ev = self.open.get(site)
+        new = ev is None or not self._joins(ev, clock, key)
+        if new:
+            ev = OpenEvent(self.next_id, site, clock, clock, key)
+            self.next_id += 1
+            self.open[site] = ev
+        elif clock is not None:
+            ev.first, ev.last = min(ev.first, clock), max(ev.last, clock)
+        ev.n += 1
+        if scored:
+            ev.n_scored += 1
+            ev.sum_target += ts
+            ev.max_target = max(ev.max_target, ts)
+        d = Decision(ev, new, ts)
+        if ts >= self.threshold:
+            d.reason = "image"
+        elif scored and ev.mean >= self.threshold:  # only after an earlier image was >= threshold
+            d.reason = "event-mean"
+        if d.reason:
+            last = self.last_fire.get(site)
+            if clock is None:  # no clock (replay of untimed files): once per event
+                cooling = ev.fires > 0
+            else:
+                cooling = last is not None and last <= clock < last + timedelta(seconds=self.cooldown)
+            d.outcome = COOLDOWN if cooling else FIRED
+            if d.fire:
+                ev.fires += 1
+                if clock is not None:
+                    self.last_fire[site] = clock
+        return d
