@@ -6,7 +6,7 @@ then writes >= 50 real images from ../shared/data/camtrap-real into the folder o
 --interval seconds and reports, per image, the time from the file's close (taken by this script)
 to the action's start (logged by the guard in its SQLite journal): p50, p95, max.
 
-    .venv/bin/python benchmarks/guard_latency.py [--n 60] [--interval 1.0] [--idle 10] [--no-fast]
+    .venv/bin/python benchmarks/guard_latency.py [--n 60] [--interval 1.0] [--idle 10] [--fast]
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between two arrivals")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-fast", action="store_true")
+    ap.add_argument("--fast", action="store_true", help="the int8 detector")
     ap.add_argument("--poll", type=float, default=None, help="measure the polling watcher instead of inotify")
     a = ap.parse_args()
     if not (REAL / "LABELS.csv").is_file():
@@ -62,7 +62,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "patou.cli", "guard", "--watch", str(incoming), "--db", str(db),
            "--threshold", "0", "--cooldown", "0", "--action", "command:true"]
     cmd += ["--threads", str(a.threads)] if a.threads else []
-    cmd += ["--no-fast"] if a.no_fast else []
+    cmd += ["--fast"] if a.fast else []
     cmd += ["--poll", str(a.poll)] if a.poll else []
     with open(log, "w") as logf:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logf)
@@ -106,7 +106,7 @@ def main() -> None:
         proc.wait(timeout=60)
 
     lat = [started - closed[path] for path, started, _ in rows if path in closed]
-    print(f"patou guard latency benchmark ({'float32' if a.no_fast else 'int8'} detector, "
+    print(f"patou guard latency benchmark ({'int8' if a.fast else 'float32'} detector, "
           f"{'polling ' + str(a.poll) + ' s' if a.poll else 'inotify'}, {os.cpu_count()} cores, "
           f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f})")
     print(f"arrivals: {a.n} real images, one every {a.interval:g} s; processed {done}, {failed} unreadable, "

@@ -253,7 +253,7 @@ def guard_cmd(
     db: Path = typer.Option(Path("guard.sqlite"), "--db", help="SQLite log: processed files, events, triggers, action attempts, failures."),
     archive: Optional[Path] = typer.Option(None, "--archive", help="Move each processed image here (no-clobber; unreadable ones to failed/)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --replay: CSV (path, label_norm|label) to measure recall and false triggers [default: PHOTOS_DIR/LABELS.csv]."),
-    no_fast: bool = typer.Option(False, "--no-fast", help="Use the float32 detector instead of the bundled int8 one."),
+    fast: bool = typer.Option(False, "--fast", help="Use the int8 detector (for slow boards; see docs/guard.md: it costs recall margin on night bears)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for inference (default: all cores)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Skip test-time flip (faster, a little less accurate)."),
     poll: Optional[float] = typer.Option(None, "--poll", help="Poll the folder every N seconds instead of inotify events (network, FTP, SD mounts)."),
@@ -279,14 +279,14 @@ def guard_cmd(
             from .guard.replay import replay as run_replay
 
             run_replay(replay, model=model, target=target, threshold=threshold, detection_threshold=detection_threshold,
-                       cooldown=cooldown, event_gap=event_gap, labels=labels, fast=not no_fast, threads=threads,
+                       cooldown=cooldown, event_gap=event_gap, labels=labels, fast=fast, threads=threads,
                        flip=not no_flip, site_depth=site_depth, log=say)
         else:
             from .guard import guard
 
             guard(watch, actions=action, model=model, target=target, threshold=threshold,
                   detection_threshold=detection_threshold, cooldown=cooldown, event_gap=event_gap, db=db,
-                  archive=archive, fast=not no_fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
+                  archive=archive, fast=fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
                   action_timeout=action_timeout, max_age=max_age or None, site_depth=site_depth, log=say)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)

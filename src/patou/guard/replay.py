@@ -22,7 +22,6 @@ from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
 from ..events import group_events
 from ..media import scan
-from ..models.detector import FAST_CARD
 from ..pipeline import Models, process
 from ..record import ImageRecord
 from .state import COOLDOWN, FIRED, Tracker
@@ -174,7 +173,7 @@ def replay(
     cooldown: float = 60.0,
     event_gap: float = 20.0,
     labels: str | Path | None = None,
-    fast: bool | None = None,
+    fast: bool = False,
     threads: int | None = None,
     flip: bool = True,
     site_depth: int | None = None,
@@ -186,7 +185,7 @@ def replay(
 
     threshold = DEFAULT_GUARD_THRESHOLD if threshold is None else threshold
     photos = [Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])]
-    models = models or Models(model, threads=threads, flip=flip, fast=FAST_CARD.is_file() if fast is None else fast)
+    models = models or Models(model, threads=threads, flip=flip, fast=fast)
     if target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
     labels_path = Path(labels) if labels else (photos[0] / "LABELS.csv" if photos[0].is_dir() else None)

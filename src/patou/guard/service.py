@@ -17,7 +17,6 @@ from .. import __version__
 from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
 from ..media import _site
-from ..models.detector import FAST_CARD
 from ..outputs.sort import FAILED_DIR, sort_files
 from ..pipeline import Models
 from ..record import ImageRecord
@@ -50,7 +49,7 @@ class Guard:
         event_gap: float = 20.0,
         db: str | Path = "guard.sqlite",
         archive: str | Path | None = None,
-        fast: bool | None = None,
+        fast: bool = False,
         threads: int | None = None,
         flip: bool = True,
         settle: float = 1.0,
@@ -70,8 +69,6 @@ class Guard:
         self.target, self.threshold, self.detection_threshold = target, threshold, detection_threshold
         self.max_age, self.site_depth, self.log = max_age, site_depth, log
         self.actions = [parse_action(a, action_timeout, pin_factory=pin_factory) for a in actions]
-        if fast is None:
-            fast = FAST_CARD.is_file()  # int8 detector: about 1.9x faster, same boxes on the real images
         self.models = models or Models(model, threads=threads, flip=flip, fast=fast)
         if target not in self.models.classifier.labels:
             raise ValueError(f"--target {target!r} is not a label of the model "
