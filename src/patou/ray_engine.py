@@ -12,8 +12,10 @@ absolute paths on every node (a shared filesystem), and patou must be installed 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -95,7 +97,8 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # patou draws its own progress bar from on_done
-    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's per-run chatter
+    warnings.filterwarnings("ignore", module="ray.data")
     items = [{"i": i, "record": json.dumps(r.to_json())} for i, r in enumerate(records)]
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / BATCH_SIZE))
     ds = ds.map_batches(
@@ -103,7 +106,7 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
         fn_constructor_kwargs={"model_options": model_options, "classify_threshold": classify_threshold},
         batch_size=BATCH_SIZE,
         batch_format="numpy",
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
     )
     for row in ds.iter_rows():
