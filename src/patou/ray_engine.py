@@ -72,6 +72,8 @@ def process_on_ray(
     `model_options` are Models(...) keyword arguments; `threads` in it is per worker (default:
     the cluster's CPUs shared evenly between the workers).
     """
+    if not records:  # everything was resumed from the checkpoint: no cluster needed
+        return {}
     try:
         import ray
     except ImportError:
@@ -83,9 +85,8 @@ def process_on_ray(
         threads = model_options.get("threads")
         workers = workers or max(1, cpus // (threads or 2))
         threads = threads or max(1, cpus // workers)
-        if records:
-            _run(records, dict(model_options, threads=threads), classify_threshold, checkpoint, on_done,
-                 workers, min(float(threads), cpus / workers))
+        _run(records, dict(model_options, threads=threads), classify_threshold, checkpoint, on_done,
+             workers, min(float(threads), cpus / workers))
         return {"workers": workers, "threads_per_worker": threads, "cluster_cpus": cpus}
     finally:
         if started:
