@@ -44,6 +44,9 @@ def test_ray_engine_matches_local(real, tmp_path):
     info = json.loads((tmp_path / "ray" / "run.json").read_text())["options"]
     assert info["engine"] == "ray" and info["ray"]["workers"] == 2
     assert on_ray.counts == local.counts and on_ray.counts["failures"] == 1
+    # results streamed into the checkpoint as they came back: --resume works after a Ray run too
+    lines = (tmp_path / "ray" / ".patou" / "checkpoint.jsonl").read_text().splitlines()
+    assert sorted(json.loads(ln)["path"] for ln in lines[1:]) == sorted(str(p) for p in inputs)
 
 
 def test_engine_options_are_checked(tmp_path):

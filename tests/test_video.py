@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import patou
+from patou.cli import app
 from patou.outputs.megadetector import validate_megadetector_json
+from patou.record import ImageRecord
 from patou.results import load_run
 from patou.video import VideoSampling, frame_numbers
 
@@ -178,3 +180,24 @@ def test_sampling_options_and_sorting_moves_videos(media, tmp_path):
     # another sampling is another analysis: the checkpoint says so instead of mixing them
     with pytest.raises(ValueError, match="other models or options"):
         patou.run([tmp_path / "sorted"], out=tmp_path / "out", resume=True, log=lambda m: None)
+
+
+def test_cli_video_options_and_old_records(media, video_run, tmp_path):
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["run", str(media / "a_bear.mp4"), "--out", str(tmp_path),
+                                   "--video-fps", "2", "--video-frames", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = _rows(tmp_path / "predictions.csv")
+    assert rows["a_bear.mp4"]["frames_processed"] == "2" and rows["a_bear.mp4"]["label"] == "bear"
+    opts = json.loads((tmp_path / "run.json").read_text())["options"]
+    assert (opts["video_fps"], opts["video_frames"]) == (2.0, 2)
+    # a record written before videos existed (no video keys) still loads, as a photo
+    _, by, _ = video_run
+    d = by["photo_9455.jpg"].to_json()
+    for k in ("frame_rate", "frames_processed"):
+        d.pop(k)
+    for det in d["detections"]:
+        det.pop("frame_number")
+    old = ImageRecord.from_json(d)
+    assert old.frames_processed is None and old.detections[0].frame_number is None
