@@ -38,7 +38,9 @@ class Models:
 
     def fingerprint(self, classify_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""
-        parts = [__version__, str(classify_threshold), str(self.classifier.flip), self.video.key()]
+        parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
+        if self.video != VideoSampling():  # default sampling keeps the fingerprints of photo-only runs
+            parts.append(self.video.key())
         for card in (self.detector.card, self.classifier.card):
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

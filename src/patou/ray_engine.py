@@ -99,7 +99,6 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # patou draws its own progress bar from on_done
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's per-run chatter
-    warnings.filterwarnings("ignore", module="ray.data")
     items = [{"i": i, "record": json.dumps(r.to_json())} for i, r in enumerate(records)]
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / BATCH_SIZE))
     ds = ds.map_batches(
@@ -110,11 +109,13 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
     )
-    for row in ds.iter_rows():
-        r = records[int(row["i"])]
-        done = ImageRecord.from_json(json.loads(row["record"]))
-        done.root, done.site = r.root, r.site  # the driver's view of where the file was found
-        r.__dict__.update(done.__dict__)  # in place: the caller's list holds these objects
-        if checkpoint:
-            checkpoint.append(r)
-        on_done(r)
+    with warnings.catch_warnings():  # e.g. "fewer blocks than actors" on a handful of files
+        warnings.filterwarnings("ignore", module="ray.data")
+        for row in ds.iter_rows():
+            r = records[int(row["i"])]
+            done = ImageRecord.from_json(json.loads(row["record"]))
+            done.root, done.site = r.root, r.site  # the driver's view of where the file was found
+            r.__dict__.update(done.__dict__)  # in place: the caller's list holds these objects
+            if checkpoint:
+                checkpoint.append(r)
+            on_done(r)
