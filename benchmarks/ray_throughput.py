@@ -2,10 +2,10 @@
 
     python benchmarks/ray_throughput.py [--data ../shared/data/camtrap-real] [--repeat 1] [--workers 1 2]
 
-Ray is started once (its start-up is printed apart); each engine then runs the whole job on the
-real images. Printed per engine: images/s of the inference phase (for Ray this includes starting
+Ray is started once (its start-up is printed apart); then, in interleaved rounds, each engine runs
+the whole job on the real images. Printed per engine: images/s of the inference phase (for Ray this includes starting
 the actors and loading their models) and of the whole job, and the ratios to the local engine.
-Each figure is the best of `--repeat` runs (a shared machine only ever adds time). Compare figures
+Each figure is the best of `--repeat` rounds (a shared machine only ever adds time). Compare figures
 from one run, not across runs.
 """
 from __future__ import annotations
@@ -22,18 +22,14 @@ from patou.api import run
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camtrap-real"
 
 
-def measure(data: Path, repeat: int, **options) -> tuple[float, float, int]:
-    """(best inference-phase images/s, best whole-job images/s, images)."""
-    infer, whole, n = 0.0, 0.0, 0
-    for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            result = run([data], out, log=lambda m: None, **options)
-            total = time.perf_counter() - t
-        n = len(result.records)
-        infer = max(infer, result.timings["images_per_s"])
-        whole = max(whole, n / total)
-    return infer, whole, n
+def measure(data: Path, **options) -> tuple[float, float, int]:
+    """(inference-phase images/s, whole-job images/s, images) of one run."""
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        result = run([data], out, log=lambda m: None, **options)
+        total = time.perf_counter() - t
+    n = len(result.records)
+    return result.timings["images_per_s"], n / total, n
 
 
 def main() -> int:
@@ -51,15 +47,21 @@ def main() -> int:
         print("skip: Ray not installed (pip install 'patou[ray]')", file=sys.stderr)
         return 0
 
-    rows = [("local engine", *measure(args.data, args.repeat))]
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray_start = time.perf_counter() - t
+    engines = [("local engine", {})] + [(f"ray, {w} worker{'s' if w > 1 else ''}", dict(engine="ray", workers=w))
+                                        for w in args.workers]
+    best: dict[str, tuple] = {}
     try:
-        for w in args.workers:
-            rows.append((f"ray, {w} worker{'s' if w > 1 else ''}", *measure(args.data, args.repeat, engine="ray", workers=w)))
+        for _ in range(args.repeat):  # interleaved rounds, so a burst of load hits every engine alike
+            for name, options in engines:
+                infer, whole, n = measure(args.data, **options)
+                b = best.get(name, (0.0, 0.0, n))
+                best[name] = (max(b[0], infer), max(b[1], whole), n)
     finally:
         ray.shutdown()
+    rows = [(name, *best[name]) for name, _ in engines]
 
     n = rows[0][3]
     print(f"machine: {os.cpu_count()} cores (os.cpu_count); images: {n}; best of {args.repeat}")

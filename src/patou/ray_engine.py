@@ -23,7 +23,9 @@ import numpy as np
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
 
-BATCH_SIZE = 4  # records per actor call: small, so work spreads evenly and results stream back
+# Records per actor call at most: enough for each actor's loading threads to run ahead of its
+# models; small runs use smaller batches so that every worker gets some.
+BATCH_SIZE = 16
 
 
 class _Analyser:
@@ -100,11 +102,12 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
     ctx.enable_progress_bars = False  # patou draws its own progress bar from on_done
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's per-run chatter
     items = [{"i": i, "record": json.dumps(r.to_json())} for i, r in enumerate(records)]
-    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / BATCH_SIZE))
+    batch = max(1, min(BATCH_SIZE, math.ceil(len(items) / (2 * workers))))
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch))
     ds = ds.map_batches(
         _Analyser,
         fn_constructor_kwargs={"model_options": model_options, "classify_threshold": classify_threshold},
-        batch_size=BATCH_SIZE,
+        batch_size=batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
