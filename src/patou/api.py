@@ -22,6 +22,7 @@ from .outputs.tables import write_csv, write_xlsx
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
 from .results import RESULTS_VERSION, write_records
+from .video import VideoSampling
 
 SAMPLES = Path(__file__).parent / "samples"
 DEFAULT_DETECTION_THRESHOLD = 0.2  # MegaDetector's typical threshold
@@ -60,6 +61,11 @@ def run(
     threads: int | None = None,
     flip: bool = True,
     fast: bool = False,
+    video_fps: float = VideoSampling.fps,
+    video_frames: int = VideoSampling.frames,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -75,8 +81,13 @@ def run(
         raise ValueError("--sort needs --sort-dir")
     if sort and sort not in ("copy", "move", "link"):
         raise ValueError(f"--sort must be copy, move or link, not {sort!r}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local" and (address or workers):
+        raise ValueError("--address and --workers need --engine ray")
     out = Path(out)
-    models = Models(model, threads=threads, flip=flip, fast=fast)
+    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames))
+    models = Models(**model_options)
     if target and target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
 
@@ -108,8 +119,15 @@ def run(
         if progress:
             progress(n_done, len(records))
 
+    ray_info = None
     try:
-        process(todo, models, detection_threshold, checkpoint, on_done)
+        if engine == "ray":  # the same analysis on Ray workers; decide/group/write stay here
+            from .ray_engine import process_on_ray
+
+            ray_info = process_on_ray(todo, model_options, detection_threshold, checkpoint, on_done,
+                                      workers=workers, address=address)
+        else:
+            process(todo, models, detection_threshold, checkpoint, on_done)
     finally:
         checkpoint.close()
     t_infer = time.perf_counter()
@@ -161,7 +179,8 @@ def run(
         inputs=[str(p) for p in inputs], out=str(out), demo=demo, model=str(model) if model else None,
         detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
         site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
-        resume=resume, threads=threads, flip=flip, fast=fast,
+        resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
+        engine=engine, address=address, workers=workers, ray=ray_info,
     ))
     return result
 

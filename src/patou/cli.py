@@ -38,6 +38,11 @@ def run_cmd(
     threads: Optional[int] = typer.Option(None, help="CPU threads for inference (default: all cores)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Skip test-time flip (faster, a little less accurate)."),
     fast: bool = typer.Option(False, "--fast", help="Use the int8 detector (about 1.9x faster, same boxes on the real test images)."),
+    video_fps: float = typer.Option(1.0, help="Videos: frames analysed per second of video (DeepFaune: 1)."),
+    video_frames: int = typer.Option(8, help="Videos: frames analysed at most, from the start (DeepFaune: 8)."),
+    engine: str = typer.Option("local", help="local | ray: analyse the files on a Ray cluster (needs the 'ray' extra)."),
+    address: Optional[str] = typer.Option(None, help="With --engine ray: the cluster (auto, ray://host:10001); default: a local Ray."),
+    workers: Optional[int] = typer.Option(None, help="With --engine ray: how many workers (actors), each with its own models."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
@@ -63,7 +68,8 @@ def run_cmd(
             result = run(
                 inputs, out, demo=demo, model=model, detection_threshold=detection_threshold, threshold=threshold,
                 target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
-                dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, log=log, progress=progress,
+                dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
+                video_frames=video_frames, engine=engine, address=address, workers=workers, log=log, progress=progress,
             )
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)

@@ -1,4 +1,8 @@
-"""Verdicts: per image from its boxes, per event by averaging its non-empty images (DeepFaune)."""
+"""Verdicts: per image from its boxes, per event by averaging its non-empty images (DeepFaune).
+
+A video is decided like an event of its frames: each sampled frame gets an image verdict, and the
+video's scores are the mean over its non-empty frames (DeepFaune's video rule).
+"""
 from __future__ import annotations
 
 from .record import EMPTY, UNDEFINED, ImageRecord
@@ -9,6 +13,8 @@ def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, t
     if r.failure:
         r.label = r.score = r.scores = r.target_score = None
         return
+    if r.frames_processed:
+        return _decide_video(r, detection_threshold, threshold, target)
     kept = [d for d in r.detections if d.conf >= detection_threshold and d.scores]
     if not kept:
         # how sure we are it is empty: 1 - the best box the detector did see
@@ -27,16 +33,29 @@ def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, t
 
 def decide_event(event: list[ImageRecord], threshold: float, target: str | None = None) -> None:
     """Average the class scores of the event's non-empty images; all empty -> `empty`."""
-    scored = [r for r in event if r.scores]
-    if not scored:
-        label, score = EMPTY, min(r.score for r in event)
-        target_score = 0.0 if target else None
-    else:
-        labels = scored[0].scores.keys()
-        mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
-        top = max(mean, key=mean.get)
-        score = mean[top]
-        label = top if score >= threshold else UNDEFINED
-        target_score = sum(r.target_score for r in scored) / len(scored) if target else None
+    label, score, _, target_score = _average(event, threshold, target)
     for r in event:
         r.event_label, r.event_score, r.event_target_score = label, score, target_score
+
+
+def _average(records: list[ImageRecord], threshold: float, target: str | None):
+    """(label, score, mean scores, target score) over the records' non-empty verdicts."""
+    scored = [r for r in records if r.scores]
+    if not scored:
+        return EMPTY, min(r.score for r in records), None, (0.0 if target else None)
+    labels = scored[0].scores.keys()
+    mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
+    top = max(mean, key=mean.get)
+    score = mean[top]
+    label = top if score >= threshold else UNDEFINED
+    target_score = sum(r.target_score for r in scored) / len(scored) if target else None
+    return label, score, mean, target_score
+
+
+def _decide_video(r: ImageRecord, detection_threshold: float, threshold: float, target: str | None) -> None:
+    frames = []
+    for n in r.frames_processed:
+        f = ImageRecord(path=r.path, root=r.root, detections=[d for d in r.detections if d.frame_number == n])
+        decide_image(f, detection_threshold, threshold, target)
+        frames.append(f)
+    r.label, r.score, r.scores, r.target_score = _average(frames, threshold, target)

@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .record import ImageRecord
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv"}  # decoded by video.py
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 # Draft decoding keeps the long side at least this large: enough for 640 px detection and crops.
 DECODE_SIDE = 1024
 # Draft decoding makes huge JPEGs cheap; other formats above this many pixels are refused.
@@ -40,10 +42,10 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
     for given in inputs:
         root = Path(given).absolute()
         if root.is_file():
-            if root.suffix.lower() in IMAGE_EXTENSIONS:
+            if root.suffix.lower() in MEDIA_EXTENSIONS:
                 records.append(ImageRecord(path=root, root=root.parent, site=_site(root.parent, root, site_depth)))
             else:
-                problems.append(f"{root}: not a supported image type ({root.suffix or 'no extension'})")
+                problems.append(f"{root}: not a supported image or video type ({root.suffix or 'no extension'})")
             continue
         if not root.is_dir():
             problems.append(f"{root}: no such file or folder")
@@ -67,7 +69,7 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                 continue
             dirnames.sort()
             for name in sorted(filenames):
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
                     continue
                 path = here / name
                 key = path.resolve()

@@ -21,7 +21,8 @@ from .media import decode
 from .models.classifier import Classifier
 from .models.detector import FAST_CARD, Detector
 from .outputs.atomic import atomic_output
-from .record import ImageRecord
+from .record import Detection, ImageRecord
+from .video import VideoSampling, is_video, read_frames
 
 CHECKPOINT_VERSION = 1
 
@@ -30,33 +31,51 @@ class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False):
+                 fast: bool = False, video: VideoSampling | None = None):
         self.detector = Detector(FAST_CARD if fast else None, threads=threads)
         self.classifier = Classifier(model, threads=threads, flip=flip)
+        self.video = video or VideoSampling()
 
     def fingerprint(self, classify_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""
         parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
+        if self.video != VideoSampling():  # default sampling keeps the fingerprints of photo-only runs
+            parts.append(self.video.key())
         for card in (self.detector.card, self.classifier.card):
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def load(self, record: ImageRecord):
-        """Decode and letterbox for the detector: the work that runs in the decoding threads."""
+        """Decode and letterbox for the detector: the work that runs in the decoding threads.
+
+        A photo gives (image, prepared); a video a list of (frame_number, image, prepared)."""
+        if is_video(record.path):
+            frames = read_frames(record, self.video)
+            return [(n, img, self.detector.preprocess(img)) for n, img in frames] or None
         img = decode(record)
         return (img, self.detector.preprocess(img)) if img is not None else None
 
     def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
         """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
-        img, (x, ratio) = loaded
-        record.detections = self.detector.detect_prepared(x, ratio, img.size)
-        boxes = [d for d in record.detections if d.conf >= classify_threshold]
-        if not boxes:
+        if isinstance(loaded, list):  # a video: every sampled frame, boxes tagged with their frame
+            record.detections = []
+            for n, img, prepared in loaded:
+                for d in self._analyse_frame(img, prepared, classify_threshold):
+                    d.frame_number = n
+                    record.detections.append(d)
             return
-        probs = self.classifier.classify(img, boxes)
-        labels = self.classifier.labels
-        for d, p in zip(boxes, probs):
-            d.scores = {label: round(float(x), 6) for label, x in zip(labels, p)}
+        record.detections = self._analyse_frame(*loaded, classify_threshold)
+
+    def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
+        x, ratio = prepared
+        detections = self.detector.detect_prepared(x, ratio, img.size)
+        boxes = [d for d in detections if d.conf >= classify_threshold]
+        if boxes:
+            probs = self.classifier.classify(img, boxes)
+            labels = self.classifier.labels
+            for d, p in zip(boxes, probs):
+                d.scores = {label: round(float(x), 6) for label, x in zip(labels, p)}
+        return detections
 
 
 def _file_digest(path: Path) -> str:

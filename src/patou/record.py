@@ -21,6 +21,7 @@ class Detection:
     conf: float  # detector confidence (objectness x class)
     category: str = "animal"
     scores: dict[str, float] | None = None  # classifier probabilities over the card's labels
+    frame_number: int | None = None  # videos: the frame the box was found in
 
     def top(self) -> tuple[str, float] | None:
         if not self.scores:
@@ -49,6 +50,9 @@ class ImageRecord:
     event_label: str | None = None
     event_score: float | None = None
     event_target_score: float | None = None
+    # videos only (video.py): frames per second and the frame numbers analysed
+    frame_rate: float | None = None
+    frames_processed: list[int] | None = None
 
     @property
     def rel(self) -> str:
@@ -72,7 +76,7 @@ class ImageRecord:
         d["root"] = Path(d["root"])
         d["timestamp"] = datetime.fromisoformat(d["timestamp"]) if d.get("timestamp") else None
         d["detections"] = [
-            Detection(tuple(x["bbox"]), x["conf"], x.get("category", "animal"), x.get("scores"))
+            Detection(tuple(x["bbox"]), x["conf"], x.get("category", "animal"), x.get("scores"), x.get("frame_number"))
             for x in d.get("detections") or []
         ]
         return cls(**d)

@@ -16,6 +16,9 @@ from patou.outputs.atomic import atomic_output
 from patou.record import ImageRecord
 
 FORMAT_VERSION = "1.6"
+# What MegaDetector's own tools treat as a video (megadetector.detection.video_utils.is_video_file):
+# such an entry must carry frame_rate and frames_processed, and each of its boxes a frame_number.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".mkv", ".flv")
 MIN_CLASSIFICATION_CONF = 0.01  # below this a class is noise; the top class is always kept
 BBOX_EPS = 1e-3  # rounding to 4 decimals may push x+w a hair above 1
 
@@ -76,18 +79,21 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
     images = []
     for r in records:
         f = _file(r, base)
+        video = _video_fields(r, f)
         if r.failure:
-            images.append({"file": f, "failure": r.failure, "detections": None})
+            images.append({"file": f, **video, "failure": r.failure, "detections": None})
             continue
         dets = []
-        for d in sorted(r.detections, key=lambda d: -d.conf):
+        for d in sorted(r.detections, key=lambda d: (-d.conf, d.frame_number or 0)):
             det = {"category": det_ids[d.category], "conf": round(float(d.conf), 3), "bbox": _bbox(d.bbox)}
+            if d.frame_number is not None:
+                det["frame_number"] = int(d.frame_number)
             if d.scores:
                 ranked = sorted(d.scores.items(), key=lambda kv: -kv[1])
                 det["classifications"] = [[cls_ids[k], round(float(v), 3)] for i, (k, v) in enumerate(ranked)
                                           if i == 0 or v >= MIN_CLASSIFICATION_CONF]
             dets.append(det)
-        images.append({"file": f, "detections": dets})
+        images.append({"file": f, **video, "detections": dets})
 
     now = _now()
     data = {
@@ -118,6 +124,14 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
     return Path(path)
 
 
+def _video_fields(r: ImageRecord, f: str) -> dict:
+    """frame_rate and frames_processed for a video (the format requires both, even for a video
+    that failed: frame_rate 0.0 then says it is unknown)."""
+    if r.frames_processed is None and r.frame_rate is None and not f.lower().endswith(VIDEO_SUFFIXES):
+        return {}
+    return {"frame_rate": float(r.frame_rate or 0.0), "frames_processed": [int(n) for n in r.frames_processed or []]}
+
+
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -133,7 +147,7 @@ def _check_categories(data: dict, key: str, problems: list[str]) -> dict:
         problems.append(f"{key} must be an object")
         return {}
     for k, v in cats.items():
-        if not (isinstance(k, str) and k.isdigit()):
+        if not (isinstance(k, str) and k.isascii() and k.isdigit()):
             problems.append(f"{key}: id {k!r} is not a non-negative integer string")
         if not isinstance(v, str) or not v.strip():
             problems.append(f"{key}: name for id {k!r} must be a non-blank string")
@@ -141,17 +155,27 @@ def _check_categories(data: dict, key: str, problems: list[str]) -> dict:
 
 
 def validate_megadetector_json(data: dict) -> list[str]:
-    """Problems found against the format's rules; an empty list means the file is valid."""
+    """Problems found against the format's rules; an empty list means the file is valid.
+
+    The rules of https://lila.science/megadetector-output-format (format 1.6) and of MegaDetector's
+    own postprocessing/validate_batch_results.py, checked all at once rather than first-error-only:
+    required keys, category ids as non-negative integer strings with non-blank names, float
+    confidences in [0, 1], normalised boxes inside the image, classifications sorted and mapped,
+    `failure` with `detections: null`, and for videos `frame_rate`, `frames_processed` and each
+    box's `frame_number`.
+    """
     p: list[str] = []
     if not isinstance(data, dict):
         return ["top level must be an object"]
-    info = data.get("info")
-    if not isinstance(info, dict):
-        p.append("info missing or not an object")
-    elif info.get("format_version") != FORMAT_VERSION:
-        p.append(f"info.format_version must be {FORMAT_VERSION!r}, got {info.get('format_version')!r}")
-    det_cats = _check_categories(data, "detection_categories", p)
+    _check_info(data.get("info"), p)
+    if "detection_categories" not in data:
+        p.append("detection_categories missing (required)")
+    det_cats = _check_categories(data, "detection_categories", p) if "detection_categories" in data else {}
     cls_cats = _check_categories(data, "classification_categories", p) if "classification_categories" in data else {}
+    if "classification_category_descriptions" in data:
+        desc = _check_categories(data, "classification_category_descriptions", p)
+        if set(desc) != set(cls_cats):
+            p.append("classification_category_descriptions must use the ids of classification_categories")
     images = data.get("images")
     if not isinstance(images, list):
         return p + ["images missing or not a list"]
@@ -164,8 +188,10 @@ def validate_megadetector_json(data: dict) -> list[str]:
         if f in seen:
             p.append(f"{f}: file listed twice")
         seen.add(f)
+        failed = im.get("failure") is not None
         dets = im.get("detections")
-        if im.get("failure") is not None:
+        frames = _check_video_entry(im, failed, p) if f.lower().endswith(VIDEO_SUFFIXES) else None
+        if failed:
             if not isinstance(im["failure"], str):
                 p.append(f"{f}: failure must be a string")
             if dets is not None:
@@ -175,11 +201,57 @@ def validate_megadetector_json(data: dict) -> list[str]:
             p.append(f"{f}: detections must be a list (null only with a failure)")
             continue
         for j, d in enumerate(dets):
-            p += [f"{f} detection {j}: {m}" for m in _check_detection(d, det_cats, cls_cats)]
+            p += [f"{f} detection {j}: {m}" for m in _check_detection(d, det_cats, cls_cats, frames)]
     return p
 
 
-def _check_detection(d, det_cats: dict, cls_cats: dict) -> list[str]:
+def _check_info(info, p: list[str]) -> None:
+    if not isinstance(info, dict):
+        p.append("info missing or not an object")
+        return
+    if info.get("format_version") != FORMAT_VERSION:
+        p.append(f"info.format_version must be the string {FORMAT_VERSION!r}, got {info.get('format_version')!r}")
+    for key in ("detector", "classifier", "detection_completion_time", "classification_completion_time",
+                "summary_report"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            p.append(f"info.{key} must be a string")
+    for key in ("detector_metadata", "classifier_metadata"):
+        meta = info.get(key)
+        if meta is None:
+            continue
+        if not isinstance(meta, dict):
+            p.append(f"info.{key} must be an object")
+            continue
+        for t in ("typical_detection_threshold", "conservative_detection_threshold",
+                  "typical_classification_threshold"):
+            if t in meta and not (_is_num(meta[t]) and 0.0 <= meta[t] <= 1.0):
+                p.append(f"info.{key}.{t} {meta[t]!r} is not a number in [0, 1]")
+
+
+def _check_video_entry(im: dict, failed: bool, p: list[str]) -> set | None:
+    """A video's own fields; returns its processed frame numbers (None when unusable)."""
+    f = im["file"]
+    rate = im.get("frame_rate")
+    if "frame_rate" not in im:
+        p.append(f"{f}: video without frame_rate")
+    elif not (_is_num(rate) and (rate >= 0 if failed else rate > 0)):
+        p.append(f"{f}: frame_rate {rate!r} is not a number > 0")
+    if "frames_processed" not in im:
+        if not failed:
+            p.append(f"{f}: video without frames_processed")
+        return None
+    frames = im["frames_processed"]
+    if not (isinstance(frames, list)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in frames)):
+        p.append(f"{f}: frames_processed must be a list of frame numbers (integers >= 0)")
+        return None
+    if len(set(frames)) != len(frames):
+        p.append(f"{f}: frames_processed lists a frame twice")
+    return set(frames)
+
+
+def _check_detection(d, det_cats: dict, cls_cats: dict, frames: set | None = None) -> list[str]:
+    """One box; `frames` is the video's frames_processed (None for a photo)."""
     if not isinstance(d, dict):
         return ["not an object"]
     p = []
@@ -196,6 +268,12 @@ def _check_detection(d, det_cats: dict, cls_cats: dict) -> list[str]:
         p.append(f"bbox {b!r} is not 4 floats")
     elif not (all(0.0 <= v <= 1.0 for v in b) and b[0] + b[2] <= 1 + BBOX_EPS and b[1] + b[3] <= 1 + BBOX_EPS):
         p.append(f"bbox {b!r} leaves the image (normalised [x, y, w, h] expected)")
+    if frames is not None or "frame_number" in d:
+        n = d.get("frame_number")
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+            p.append(f"frame_number {n!r} is not an integer >= 0 (required for a video's boxes)")
+        elif frames is not None and n not in frames:
+            p.append(f"frame_number {n} is not in frames_processed")
     cls = d.get("classifications")
     if cls is not None:
         if not isinstance(cls, list):

@@ -11,10 +11,12 @@ from typing import Iterable
 
 from patou.outputs.atomic import atomic_output
 from patou.record import EMPTY, ImageRecord
+from patou.video import is_video
 
 BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "width", "height", "detections",
                 "max_detection_conf", "label", "score", "event_label", "event_score"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
+VIDEO_COLUMNS = ["frame_rate", "frames_processed"]  # only when the run has videos
 EVENT_FILES_SHOWN = 5
 
 
@@ -29,9 +31,11 @@ def _sorted(records: Iterable[ImageRecord]) -> list[ImageRecord]:
 def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
                target: str | None = None) -> tuple[list[str], list[list]]:
     """Header and one row per image (sorted by root, then rel); None means an empty cell."""
-    header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + ["failure"]
+    records = _sorted(records)
+    videos = any(is_video(r.path) for r in records)
+    header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + (VIDEO_COLUMNS if videos else []) + ["failure"]
     rows = []
-    for r in _sorted(records):
+    for r in records:
         confs = [d.conf for d in r.detections]
         # A failed file was never looked at: its box count is unknown, not zero.
         n_boxes = None if r.failure else sum(c >= detection_threshold for c in confs)
@@ -41,6 +45,8 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
                _r(r.event_score)]
         if target:
             row += [_r(r.target_score), _r(r.event_target_score)]
+        if videos:  # frames_processed: how many frames were analysed
+            row += [r.frame_rate, None if r.frames_processed is None else len(r.frames_processed)]
         rows.append(row + [r.failure])
     return header, rows
 
