@@ -74,6 +74,25 @@ def run_cmd(
     raise typer.Exit(result.exit_code)
 
 
+@app.command("serve")
+def serve_cmd(
+    results: list[Path] = typer.Argument(None, help="Results folders of earlier runs to review."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; the default is reachable from this computer only."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    runs_dir: Path = typer.Option(Path("patou-runs"), help="Where runs started from the page write their results."),
+) -> None:
+    """Open the review app in the browser: start runs, review and correct their labels, export."""
+    import uvicorn
+
+    from .web import create_app
+
+    hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
+    if hosts:
+        err.print(f"[yellow]warning:[/] listening on {host}: other computers that reach it can read your photos")
+    err.print(f"patou review app: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C to stop)")
+    uvicorn.run(create_app(results or [], runs_dir, allowed_hosts=hosts), host=host, port=port, log_level="warning")
+
+
 def _summary(result) -> None:
     c, t = result.counts, result.timings
     err.print(f"[bold]{c['images']} images, {c['events']} events, {c['failures']} failures[/]")

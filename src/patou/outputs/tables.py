@@ -15,6 +15,7 @@ from patou.record import EMPTY, ImageRecord
 BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "width", "height", "detections",
                 "max_detection_conf", "label", "score", "event_label", "event_score"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
+VERIFIED_COLUMNS = ["verified_label", "verified_by"]  # human corrections (outputs/corrections.py)
 EVENT_FILES_SHOWN = 5
 
 
@@ -27,9 +28,14 @@ def _sorted(records: Iterable[ImageRecord]) -> list[ImageRecord]:
 
 
 def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
-               target: str | None = None) -> tuple[list[str], list[list]]:
-    """Header and one row per image (sorted by root, then rel); None means an empty cell."""
+               target: str | None = None, corrections: dict | None = None) -> tuple[list[str], list[list]]:
+    """Header and one row per image (sorted by root, then rel); None means an empty cell.
+
+    With `corrections` (load_corrections's dict, possibly empty) the rows end with the human
+    label and who gave it; the machine's columns stay as the run decided them.
+    """
     header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + ["failure"]
+    header += VERIFIED_COLUMNS if corrections is not None else []
     rows = []
     for r in _sorted(records):
         confs = [d.conf for d in r.detections]
@@ -41,13 +47,17 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
                _r(r.event_score)]
         if target:
             row += [_r(r.target_score), _r(r.event_target_score)]
-        rows.append(row + [r.failure])
+        row.append(r.failure)
+        if corrections is not None:
+            c = corrections.get((str(r.root), r.rel))
+            row += [c["label"], c.get("verified_by") or None] if c else [None, None]
+        rows.append(row)
     return header, rows
 
 
 def write_csv(records: Iterable[ImageRecord], path: str | Path, detection_threshold: float,
-              target: str | None = None) -> Path:
-    header, rows = build_rows(records, detection_threshold, target)
+              target: str | None = None, corrections: dict | None = None) -> Path:
+    header, rows = build_rows(records, detection_threshold, target, corrections)
     with atomic_output(path) as tmp:
         # Plain UTF-8 without BOM: R's read.csv and most scripts would keep a BOM in the first name.
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -95,13 +105,13 @@ def build_count_rows(records: Iterable[ImageRecord]) -> tuple[list[str], list[li
 
 
 def write_xlsx(records: Iterable[ImageRecord], path: str | Path, detection_threshold: float,
-               target: str | None = None) -> Path:
+               target: str | None = None, corrections: dict | None = None) -> Path:
     from openpyxl import Workbook  # imported here: only this writer needs it
 
     records = list(records)
     wb = Workbook()
     wb.remove(wb.active)
-    for name, (header, rows) in [("images", build_rows(records, detection_threshold, target)),
+    for name, (header, rows) in [("images", build_rows(records, detection_threshold, target, corrections)),
                                  ("events", build_event_rows(records, target)),
                                  ("counts", build_count_rows(records))]:
         _sheet(wb.create_sheet(name), header, rows)

@@ -1,0 +1,138 @@
+"""A run as the review pages see it: records with their human corrections, filters, counts,
+and what a saved correction changes on disk (corrections.json, then the spreadsheets)."""
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from patou.outputs.corrections import load_corrections, save_corrections
+from patou.outputs.tables import build_event_rows, write_csv, write_xlsx
+from patou.record import EMPTY, UNDEFINED, ImageRecord
+from patou.results import Run
+from patou.train.labels import normalise_label
+
+_table_locks: dict[Path, threading.Lock] = defaultdict(threading.Lock)
+
+
+@dataclass
+class Item:
+    """One image of the run with its correction (None if nobody checked it)."""
+
+    index: int
+    record: ImageRecord
+    verified: dict | None = None
+
+    @property
+    def label(self) -> str | None:
+        """What the image is now: the person's label if there is one, else the machine's."""
+        return self.verified["label"] if self.verified else self.record.label
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return str(self.record.root), self.record.rel
+
+
+def items(run: Run, corrections: dict | None = None) -> list[Item]:
+    corrections = load_corrections(run.out) if corrections is None else corrections
+    return [Item(i, r, corrections.get((str(r.root), r.rel))) for i, r in enumerate(run.records)]
+
+
+def labels_of(run: Run, its: list[Item]) -> list[str]:
+    """The labels offered for correction: the model's, then `empty`, then any label people used."""
+    card = run.info.get("models", {}).get("classifier", {}).get("labels")
+    labels = list(card) if isinstance(card, list) else sorted({r.label for r in run.records if r.label} - {EMPTY, UNDEFINED})
+    extra = sorted({i.verified["label"] for i in its if i.verified} - set(labels) - {EMPTY})
+    return labels + [EMPTY] + extra
+
+
+def clean_label(text: str) -> str:
+    label = normalise_label(text)
+    if not label or len(label) > 40 or label == UNDEFINED:
+        raise ValueError(f"{text!r} is not a usable label (letters, digits and _; not 'undefined')")
+    return label
+
+
+def filter_items(its: list[Item], label: str = "", event: str = "", site: str = "",
+                 conf_min: float | None = None, conf_max: float | None = None, conf_kind: str = "score",
+                 failures: bool = False, verified: str = "") -> list[Item]:
+    """Images matching every given filter. `conf_kind`: `score` (the label's class score) or
+    `detection` (the best box's confidence); an image without that number fails a range."""
+    out = []
+    for it in its:
+        r = it.record
+        if failures and not r.failure:
+            continue
+        if label and it.label != label:
+            continue
+        if event and r.event_id != event:
+            continue
+        if site and r.site != site:
+            continue
+        if verified == "yes" and not it.verified or verified == "no" and it.verified:
+            continue
+        if conf_min is not None or conf_max is not None:
+            v = r.score if conf_kind == "score" else max((d.conf for d in r.detections), default=None)
+            if v is None or (conf_min is not None and v < conf_min) or (conf_max is not None and v > conf_max):
+                continue
+        out.append(it)
+    return out
+
+
+def counts(its: list[Item]) -> list[dict]:
+    """Per label: the machine's images and events, and images as they stand after review."""
+    machine = Counter(it.record.label for it in its if it.record.label)
+    now = Counter(it.label for it in its if it.label)
+    events = Counter({it.record.event_id: it.record.event_label for it in its if it.record.event_id}.values())
+    verified = Counter(it.verified["label"] for it in its if it.verified)
+    labels = sorted(set(machine) | set(now) | set(events), key=lambda k: (-now.get(k, 0), k))
+    return [dict(label=k, images=machine.get(k, 0), events=events.get(k, 0), reviewed=now.get(k, 0),
+                 verified=verified.get(k, 0)) for k in labels]
+
+
+def events(run: Run, its: list[Item]) -> list[dict]:
+    """One dict per event (the spreadsheets' events sheet), plus how many images people checked."""
+    target = run.options.get("target")
+    header, rows = build_event_rows(run.records, target)
+    checked = Counter(it.record.event_id for it in its if it.verified)
+    return [dict(zip(header, row), verified=checked.get(row[0], 0)) for row in rows]
+
+
+def event_items(its: list[Item], event_id: str) -> list[Item]:
+    return sorted((it for it in its if it.record.event_id == event_id),
+                  key=lambda it: (it.record.timestamp is None, it.record.timestamp or 0, it.record.rel))
+
+
+def save(run: Run, changes: list[tuple[str, str, str | None]], verified_by: str) -> dict:
+    """Store corrections, then rewrite predictions.csv/.xlsx with them; returns the corrections.
+
+    The rewrite is serialised per run and reads corrections.json inside the lock, so whichever
+    tab writes last writes every correction, not just its own.
+    """
+    save_corrections(run.out, changes, verified_by)
+    return rewrite_tables(run)
+
+
+def rewrite_tables(run: Run) -> dict:
+    with _table_locks[Path(run.out).resolve()]:
+        corrections = load_corrections(run.out)
+        o = run.options
+        args = (o.get("detection_threshold", 0.2), o.get("target"), corrections)
+        write_csv(run.records, run.out / "predictions.csv", *args)
+        write_xlsx(run.records, run.out / "predictions.xlsx", *args)
+    return corrections
+
+
+def corrected_records(its: list[Item]) -> list[ImageRecord]:
+    """Copies of the records in which a person's label replaces the image's and its event's
+    label, so a sort files a corrected photo under what it really shows."""
+    out = []
+    for it in its:
+        r = it.record
+        if it.verified:
+            r = copy.copy(r)
+            r.label = r.event_label = it.verified["label"]
+        out.append(r)
+    return out
