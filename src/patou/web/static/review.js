@@ -18,11 +18,11 @@
     status.className = "small" + (bad ? " bad" : " good");
   }
 
-  function select(i) {
+  function select(i, quiet) {
     if (!cards.length) return;
     sel = Math.max(0, Math.min(cards.length - 1, i));
     cards.forEach((c, k) => c.classList.toggle("selected", k === sel));
-    cards[sel].scrollIntoView({ block: "nearest", behavior: "smooth" });
+    if (!quiet) cards[sel].scrollIntoView({ block: "nearest", behavior: "smooth" });
   }
 
   function update(img) {
@@ -49,13 +49,17 @@
     return data;
   }
 
+  const whole = document.getElementById("whole-event");
+
   async function correct(label, wholeEvent) {
+    wholeEvent = label !== null && (wholeEvent || (whole && whole.checked));
     if (sel < 0) { say("Select an image first (click it, or press →).", true); return; }
     const c = cards[sel];
     try {
       if (wholeEvent && c.dataset.event) {
         const d = await send({ event: c.dataset.event, label });
         say(`Event ${c.dataset.event}: ${d.saved} images set to ${label}.`);
+        if (whole) whole.checked = false;
       } else {
         await send({ items: [{ root: c.dataset.root, file: c.dataset.file, label }] });
         say(label === null ? `${c.dataset.file}: correction withdrawn.` : `${c.dataset.file}: ${label}.`);
@@ -121,5 +125,5 @@
     show(await res.json());
   });
 
-  if (cfg.mode === "event" && cards.length) select(0);
+  if (cards.length) select(0, true);
 })();
