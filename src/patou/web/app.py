@@ -3,7 +3,7 @@ review and posts corrections to the JSON API."""
 from __future__ import annotations
 
 import getpass
-import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -46,7 +46,13 @@ class Corrections(BaseModel):
 def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "patou-runs",
                allowed_hosts: list[str] | None = None) -> FastAPI:
     reg = Registry([Path(p) for p in results_dirs], Path(runs_dir))
-    app = FastAPI(title="patou", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        reg.close()
+
+    app = FastAPI(title="patou", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.registry = reg
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["quote"] = lambda s: quote(str(s), safe="/")
@@ -267,10 +273,6 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         report = sort_files(plan, mode, dry_run=dry_run, log=messages.append)
         return dict(summary=report.summary(), planned=report.planned, done=report.done, skipped=report.skipped,
                     clashes=report.clashes, errors=report.errors, messages=messages[:200])
-
-    @app.on_event("shutdown")
-    def _close():
-        reg.close()
 
     return app
 

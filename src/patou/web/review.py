@@ -41,11 +41,16 @@ def items(run: Run, corrections: dict | None = None) -> list[Item]:
 
 
 def labels_of(run: Run, its: list[Item]) -> list[str]:
-    """The labels offered for correction: the model's, then `empty`, then any label people used."""
+    """The labels offered for correction, in key order: the machine's labels in this run, most
+    frequent first (the ones a reviewer needs most get the number keys, and the order stays put
+    while reviewing), then the model's other labels and `empty`, then labels people added."""
     card = run.info.get("models", {}).get("classifier", {}).get("labels")
-    labels = list(card) if isinstance(card, list) else sorted({r.label for r in run.records if r.label} - {EMPTY, UNDEFINED})
-    extra = sorted({i.verified["label"] for i in its if i.verified} - set(labels) - {EMPTY})
-    return labels + [EMPTY] + extra
+    model = list(card) if isinstance(card, list) else []
+    seen = Counter(r.label for r in run.records if r.label and r.label != UNDEFINED)
+    order = {label: i for i, label in enumerate(model + [EMPTY])}
+    labels = sorted(set(seen) | set(order), key=lambda k: (-seen.get(k, 0), order.get(k, len(order)), k))
+    extra = sorted({i.verified["label"] for i in its if i.verified} - set(labels))
+    return labels + extra
 
 
 def clean_label(text: str) -> str:

@@ -34,7 +34,9 @@
       c.classList.toggle("is-verified", !!img.verified);
       c.querySelector(".check-mark").textContent = img.verified
         ? "✔ checked" + (img.verified.verified_by ? " by " + img.verified.verified_by : "") : "";
-      c.querySelector(".machine").textContent = img.verified ? "machine said: " + (img.machine_label || "—") : "";
+      const score = img.score == null ? "" : img.score.toFixed(2);
+      c.querySelector(".score").textContent = img.verified ? "" : score;
+      c.querySelector(".machine").textContent = img.verified ? `machine said: ${img.machine_label || "—"} ${score}` : "";
     });
   }
 
