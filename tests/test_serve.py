@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from patou.outputs.corrections import load_corrections
-from patou.web import create_app
+from patou.web import create_app, review
 from patou.web.runs import run_id
 from serve_data import make_photos, make_run
 
@@ -35,6 +35,8 @@ def served(real, tmp_path_factory):
 
 
 def csv_rows(path: Path) -> dict[str, dict]:
+    """predictions.csv by file, once the background writer has caught up with corrections."""
+    assert review.wait_for_tables(timeout=60)
     with open(path, newline="", encoding="utf-8") as f:
         return {r["file"]: r for r in csv.DictReader(f)}
 
@@ -208,6 +210,7 @@ def test_correct_image_updates_tables_not_megadetector(served):
     assert row["verified_label"] == "grey_fox" and row["verified_by"] == "ana" and row["label"] == "fox"
     from openpyxl import load_workbook
 
+    assert review.wait_for_tables(timeout=60)
     ws = load_workbook(out / "predictions.xlsx", read_only=True)["images"]
     rows = list(ws.values)
     header = list(rows[0])
@@ -347,6 +350,7 @@ def test_start_run_from_page_and_rerun_keeps_corrections(real, served, tmp_path)
     c.post(f"/api/runs/{job['run_id']}/corrections", json={"items": [{"root": img["root"], "file": img["file"], "label": "wolf"}]})
     import patou
 
+    assert review.wait_for_tables(timeout=60)
     patou.run([photos / "siteA"], out, target="bear", fast=True, log=lambda m: None)
     assert csv_rows(out / "predictions.csv")[img["file"]]["verified_label"] == "wolf"
 

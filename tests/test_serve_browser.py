@@ -57,6 +57,10 @@ def page(server):
 
 
 def verified(out: Path) -> dict[str, str]:
+    """verified_label by file in predictions.csv, once the app's background writer caught up."""
+    from patou.web import review
+
+    assert review.wait_for_tables(timeout=60)
     with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
         return {r["file"]: r["verified_label"] for r in csv.DictReader(f)}
 

@@ -25,6 +25,7 @@ from .runs import Registry, run_id
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 120
+EVENTS_SHOWN = 300  # rows of the run page's events table
 SIDES = {"thumb": 400, "preview": 1280}
 # Results-folder files offered as downloads on the run page.
 DOWNLOADS = ["predictions.csv", "predictions.xlsx", "megadetector.json", "run.json", "corrections.json"]
@@ -51,6 +52,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     async def lifespan(app):
         yield
         reg.close()
+        review.wait_for_tables(timeout=60)  # let the spreadsheets catch up before exit
 
     app = FastAPI(title="patou", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.registry = reg
@@ -112,8 +114,9 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         pages = max(1, -(-len(shown) // PAGE_SIZE))
         page = min(max(page, 1), pages)
         query = {k: v for k, v in request.query_params.items() if k != "page"}
+        roots = _roots(run)
         return render(request, "run.html", rid=rid, run=run, counts=review.counts(its),
-                      events=review.events(run, its), cards=[_card(run, rid, it) for it in
+                      events=review.events(run, its), events_shown=EVENTS_SHOWN, cards=[_card(run, rid, it, roots) for it in
                                                              shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]],
                       n_shown=len(shown), n_total=len(its), page=page, pages=pages, query=query,
                       f=dict(filters, conf_min=conf_min, conf_max=conf_max),
@@ -130,9 +133,9 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
             raise HTTPException(404, f"no event {event_id!r} in this run")
         ids = [e["event_id"] for e in review.events(run, its)]
         i = ids.index(event_id)
-        first = seq[0].record
+        first, roots = seq[0].record, _roots(run)
         return render(request, "event.html", rid=rid, run=run, event_id=event_id, first=first,
-                      cards=[_card(run, rid, it) for it in seq], labels=review.labels_of(run, its), user=user,
+                      cards=[_card(run, rid, it, roots) for it in seq], labels=review.labels_of(run, its), user=user,
                       prev_id=ids[i - 1] if i > 0 else None, next_id=ids[i + 1] if i + 1 < len(ids) else None)
 
     # ------------------------------------------------------------------ files
@@ -188,7 +191,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         run = load(rid)
         shown = review.filter_items(review.items(run), label, event, site, _num(conf_min), _num(conf_max),
                                     conf_kind, failures, verified)
-        return [_card(run, rid, it) for it in shown]
+        roots = _roots(run)
+        return [_card(run, rid, it, roots) for it in shown]
 
     @app.post("/api/runs/{rid}/corrections")
     def api_correct(rid: str, body: Corrections):
@@ -215,9 +219,10 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         if not changes:
             raise HTTPException(422, "nothing to correct")
         corrections = review.save(run, changes, body.verified_by.strip()[:80] or user)
+        roots = _roots(run)
         return dict(saved=len(changes), images=[_card(run, rid, review.Item(known[k].index, known[k].record,
-                                                                            corrections.get(k)))
-                                                for k in {(r, f) for r, f, _ in changes}])
+                                                                            corrections.get(k), k), roots)
+                                                for k in dict.fromkeys((r, f) for r, f, _ in changes)])
 
     @app.get("/api/jobs")
     def api_jobs():
@@ -314,10 +319,10 @@ def _int(text: str) -> int | None:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
-def _card(run: Run, rid: str, it: review.Item) -> dict:
+def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
     """What a thumbnail card needs: URLs, verdicts, boxes (normalised [x, y, w, h])."""
     r: ImageRecord = it.record
-    root_no = _roots(run).index(r.root)
+    root_no = roots.index(r.root)
     det_t = run.options.get("detection_threshold", 0.2)
     url = f"/runs/{rid}/image/{root_no}/{quote(r.rel, safe='/')}"
     return dict(

@@ -3,7 +3,9 @@ and what a saved correction changes on disk (corrections.json, then the spreadsh
 from __future__ import annotations
 
 import copy
+import sys
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from patou.record import EMPTY, UNDEFINED, ImageRecord
 from patou.results import Run
 from patou.train.labels import normalise_label
 
+DEBOUNCE_S = 0.3
 _table_locks: dict[Path, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -24,20 +27,25 @@ class Item:
     index: int
     record: ImageRecord
     verified: dict | None = None
+    key: tuple[str, str] = ("", "")  # (root, file): the corrections' key
 
     @property
     def label(self) -> str | None:
         """What the image is now: the person's label if there is one, else the machine's."""
         return self.verified["label"] if self.verified else self.record.label
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return str(self.record.root), self.record.rel
+
+def _cached(run: Run, name: str, make):
+    """Per loaded run, computed once (a run is re-loaded, and so recomputed, when its files change)."""
+    if name not in run.__dict__:
+        run.__dict__[name] = make()
+    return run.__dict__[name]
 
 
 def items(run: Run, corrections: dict | None = None) -> list[Item]:
     corrections = load_corrections(run.out) if corrections is None else corrections
-    return [Item(i, r, corrections.get((str(r.root), r.rel))) for i, r in enumerate(run.records)]
+    keys = _cached(run, "_keys", lambda: [(str(r.root), r.rel) for r in run.records])  # rel is slow at 100k
+    return [Item(i, r, corrections.get(k), k) for i, (r, k) in enumerate(zip(run.records, keys))]
 
 
 def labels_of(run: Run, its: list[Item]) -> list[str]:
@@ -99,8 +107,7 @@ def counts(its: list[Item]) -> list[dict]:
 
 def events(run: Run, its: list[Item]) -> list[dict]:
     """One dict per event (the spreadsheets' events sheet), plus how many images people checked."""
-    target = run.options.get("target")
-    header, rows = build_event_rows(run.records, target)
+    header, rows = _cached(run, "_events", lambda: build_event_rows(run.records, run.options.get("target")))
     checked = Counter(it.record.event_id for it in its if it.verified)
     return [dict(zip(header, row), verified=checked.get(row[0], 0)) for row in rows]
 
@@ -111,16 +118,18 @@ def event_items(its: list[Item], event_id: str) -> list[Item]:
 
 
 def save(run: Run, changes: list[tuple[str, str, str | None]], verified_by: str) -> dict:
-    """Store corrections, then rewrite predictions.csv/.xlsx with them; returns the corrections.
-
-    The rewrite is serialised per run and reads corrections.json inside the lock, so whichever
-    tab writes last writes every correction, not just its own.
-    """
+    """Store corrections (locked, atomic) and return them all; predictions.csv/.xlsx follow
+    within moments from a background writer, so a keystroke never waits for a big workbook."""
     save_corrections(run.out, changes, verified_by)
-    return rewrite_tables(run)
+    tables_writer(run).request(run)
+    return load_corrections(run.out)
 
 
 def rewrite_tables(run: Run) -> dict:
+    """predictions.csv and .xlsx from the run's records and its current corrections.
+
+    Serialised per run, reading corrections.json inside the lock, so whichever writer goes last
+    writes every correction, not just its own."""
     with _table_locks[Path(run.out).resolve()]:
         corrections = load_corrections(run.out)
         o = run.options
@@ -128,6 +137,62 @@ def rewrite_tables(run: Run) -> dict:
         write_csv(run.records, run.out / "predictions.csv", *args)
         write_xlsx(run.records, run.out / "predictions.xlsx", *args)
     return corrections
+
+
+class TablesWriter:
+    """One thread per run that rewrites its spreadsheets after corrections: a burst of
+    keystrokes becomes one rewrite (20 000 images: csv 0.5 s, xlsx 6.5 s on this machine)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._run: Run | None = None
+        self._pending = self._busy = False
+        self.error = ""
+        threading.Thread(target=self._loop, daemon=True, name="patou-tables").start()
+
+    def request(self, run: Run) -> None:
+        with self._cond:
+            self._run, self._pending = run, True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every requested rewrite is on disk."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._pending or self._busy), timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending)
+                self._busy = True
+            time.sleep(DEBOUNCE_S)  # let the request answer first, and the next keystrokes join in
+            with self._cond:
+                run, self._pending = self._run, False
+            try:
+                rewrite_tables(run)
+                self.error = ""
+            except (OSError, ValueError) as e:  # e.g. the workbook is open in Excel on Windows
+                self.error = f"could not rewrite the spreadsheets in {run.out}: {e}"
+                print(f"error: {self.error}", file=sys.stderr)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+_writers: dict[Path, TablesWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def tables_writer(run: Run) -> TablesWriter:
+    with _writers_lock:
+        return _writers.setdefault(Path(run.out).resolve(), TablesWriter())
+
+
+def wait_for_tables(timeout: float | None = None) -> bool:
+    """Wait until every run's spreadsheets hold its saved corrections (tests, shutdown)."""
+    with _writers_lock:
+        writers = list(_writers.values())
+    return all(w.wait(timeout) for w in writers)
 
 
 def corrected_records(its: list[Item]) -> list[ImageRecord]:
