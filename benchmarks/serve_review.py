@@ -18,9 +18,10 @@ import time
 import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-from fastapi.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # starlette suggests httpx2 over httpx; both work
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 from patou.api import run  # noqa: E402
 from patou.results import write_records  # noqa: E402

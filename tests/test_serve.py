@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
+with warnings.catch_warnings():  # starlette suggests httpx2 over httpx; both work
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from patou.outputs.corrections import load_corrections
@@ -19,7 +21,7 @@ from patou.web import create_app, review
 from patou.web.runs import run_id
 from serve_data import make_photos, make_run
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +296,7 @@ def test_export_tables_and_train_labels(served, tmp_path):
     c.post(f"/api/runs/{rid}/corrections", json={"items": [{"root": bear["root"], "file": bear["file"], "label": "bear"}]})
     r = c.post(f"/runs/{rid}/export/tables")
     assert r.status_code == 200 and c.get(r.json()["files"][0]).status_code == 200
+    assert csv_rows(out / "predictions.csv")["siteA/9455.jpg"]["verified_label"] == "bear"
     r = c.post(f"/runs/{rid}/export/train-labels")
     assert r.status_code == 200 and r.json()["rows"] == 1
     text = c.get(r.json()["file"]).text

@@ -21,7 +21,7 @@ from patou.results import Run
 
 from . import review
 from .files import Refused, safe_file, thumbnail
-from .runs import Registry, run_id
+from .runs import Registry
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 120
@@ -329,7 +329,7 @@ def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
         index=it.index, root=str(r.root), file=r.rel, site=r.site, event_id=r.event_id,
         timestamp=r.timestamp.isoformat(sep=" ") if r.timestamp else "", failure=r.failure,
         label=it.label, machine_label=r.label, score=r.score, event_label=r.event_label, event_score=r.event_score,
-        target_score=r.target_score, verified=it.verified,
+        target=run.options.get("target"), target_score=r.target_score, verified=it.verified,
         boxes=[_box(d) for d in r.detections if d.conf >= det_t],
         thumb=f"{url}?size=thumb", preview=f"{url}?size=preview", full=f"{url}?size=full",
         event_url=f"/runs/{rid}/events/{quote(r.event_id, safe='')}" if r.event_id else None,

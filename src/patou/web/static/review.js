@@ -76,15 +76,17 @@
     if (e.target.closest("a")) return;
     select(i);
   }));
-  buttons.forEach(b => b.addEventListener("click", e => correct(b.dataset.label, e.shiftKey)));
+  // A clicked control gives the keyboard back, so Enter and the number keys keep their review meaning.
+  buttons.forEach(b => b.addEventListener("click", e => { b.blur(); correct(b.dataset.label, e.shiftKey); }));
   const other = document.getElementById("other-label");
   if (other) other.addEventListener("keydown", e => {
     if (e.key === "Enter" && other.value.trim()) { e.preventDefault(); correct(other.value.trim(), e.shiftKey); other.blur(); }
   });
   const confirm = document.getElementById("confirm");
-  if (confirm) confirm.addEventListener("click", () => sel >= 0 && cards[sel].dataset.machine && correct(cards[sel].dataset.machine, false));
+  if (confirm) confirm.addEventListener("click", () => { confirm.blur(); if (sel >= 0 && cards[sel].dataset.machine) correct(cards[sel].dataset.machine, false); });
   const undo = document.getElementById("undo");
-  if (undo) undo.addEventListener("click", () => correct(null, false));
+  if (undo) undo.addEventListener("click", () => { undo.blur(); correct(null, false); });
+  if (whole) whole.addEventListener("change", () => whole.blur());
 
   document.addEventListener("keydown", e => {
     if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
