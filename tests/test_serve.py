@@ -88,6 +88,7 @@ def test_index_lists_runs_and_old_folder_message(served):
     assert old.status_code == 409 and "results format" in old.text and "patou run" in old.text
     assert c.get(f"/api/runs/{run_id(served['old'])}").status_code == 409
     assert c.get("/runs/nope-00000000").status_code == 404
+    assert c.get("/static/review.js").status_code == 200 and c.get("/static/style.css").status_code == 200
 
 
 def test_run_page_counts_grid_and_boxes(served):

@@ -218,7 +218,10 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
             raise HTTPException(422, str(e)) from None
         if not changes:
             raise HTTPException(422, "nothing to correct")
-        corrections = review.save(run, changes, body.verified_by.strip()[:80] or user)
+        try:
+            corrections = review.save(run, changes, body.verified_by.strip()[:80] or user)
+        except OSError as e:  # e.g. a read-only results folder: say so, change nothing
+            raise HTTPException(409, f"cannot save corrections in {run.out}: {e.strerror or e}") from None
         roots = _roots(run)
         return dict(saved=len(changes), images=[_card(run, rid, review.Item(known[k].index, known[k].record,
                                                                             corrections.get(k), k), roots)

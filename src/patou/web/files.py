@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from patou.media import decode
@@ -45,14 +46,21 @@ def thumbnail(results_dir: Path, image: Path, side: int) -> Path | None:
     image cannot be decoded."""
     st = image.stat()
     key = hashlib.sha1(f"{image}|{st.st_size}|{st.st_mtime_ns}|{side}".encode()).hexdigest()
-    cached = results_dir / THUMBS / f"{key[:2]}/{key}.jpg"
-    if cached.is_file():
-        return cached
+    # a read-only results folder (a colleague's, on a share) gets its cache in the temp folder
+    places = [results_dir / THUMBS / key[:2] / f"{key}.jpg", Path(tempfile.gettempdir()) / "patou-thumbs" / f"{key}.jpg"]
+    for cached in places:
+        if cached.is_file():
+            return cached
     # decode() is the pipeline's: EXIF rotation, CMYK, 16-bit, draft mode, the same as the models saw
     img = decode(ImageRecord(image, image.parent), side)
     if img is None:
         return None
     img.thumbnail((side, side))
-    with atomic_output(cached) as tmp:
-        img.save(tmp, "JPEG", quality=85)
-    return cached
+    for cached in places:
+        try:
+            with atomic_output(cached) as tmp:
+                img.save(tmp, "JPEG", quality=85)
+            return cached
+        except PermissionError:
+            continue
+    raise PermissionError(f"cannot write a thumbnail in {places[0].parent} or {places[1].parent}")
