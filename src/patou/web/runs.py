@@ -3,6 +3,7 @@ the background jobs that start new ones."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from patou.results import RECORDS, Run, load_run
+from patou.results import RECORDS, RESULTS_VERSION, Run, load_run
 
 
 def run_id(out: Path) -> str:
@@ -96,13 +97,14 @@ class Registry:
         if job:
             return d
         try:
-            run = self.load(rid)
+            info = _peek(out)
         except (ValueError, OSError) as e:
             d["error"] = str(e)
             return d
-        d.update(images=len(run.records), finished=run.info.get("finished", ""),
-                 inputs=run.options.get("inputs", []), events=run.info.get("counts", {}).get("events"),
-                 failures=run.info.get("counts", {}).get("failures"))
+        counts = info.get("counts", {})
+        d.update(images=counts.get("images"), finished=info.get("finished", ""),
+                 inputs=info.get("options", {}).get("inputs", []), events=counts.get("events"),
+                 failures=counts.get("failures"))
         return d
 
     # ------------------------------------------------------------------ jobs
@@ -143,6 +145,18 @@ class Registry:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _peek(out: Path) -> dict:
+    """A run's run.json, enough for the list of runs (100k records need not be read for it);
+    a folder load_run would refuse raises load_run's own message."""
+    try:
+        info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or info.get("results_version") != RESULTS_VERSION or not (out / RECORDS).is_file():
+        return load_run(out).info  # raises before reading records when the folder is not usable
+    return info
 
 
 def _mtime(p: Path) -> int:
