@@ -205,12 +205,12 @@ def test_correct_image_updates_tables_not_megadetector(served):
     md_before = (out / "megadetector.json").read_bytes()
     fox = next(i for i in images(served) if i["file"] == "siteB/4383.jpg")
     r = c.post(f"/api/runs/{rid}/corrections",
-               json={"items": [{"root": fox["root"], "file": fox["file"], "label": "Grey Fox"}], "verified_by": "ana"})
+               json={"items": [{"root": fox["root"], "file": fox["file"], "label": "Grey Fox"}], "verified_by": "ana <b>"})
     assert r.status_code == 200, r.text
     img = r.json()["images"][0]
-    assert img["label"] == "grey_fox" and img["machine_label"] == "fox" and img["verified"]["verified_by"] == "ana"
+    assert img["label"] == "grey_fox" and img["machine_label"] == "fox" and img["verified"]["verified_by"] == "ana <b>"
     row = csv_rows(out / "predictions.csv")["siteB/4383.jpg"]
-    assert row["verified_label"] == "grey_fox" and row["verified_by"] == "ana" and row["label"] == "fox"
+    assert row["verified_label"] == "grey_fox" and row["verified_by"] == "ana <b>" and row["label"] == "fox"
     from openpyxl import load_workbook
 
     assert review.wait_for_tables(timeout=60)
@@ -222,7 +222,7 @@ def test_correct_image_updates_tables_not_megadetector(served):
     assert (out / "megadetector.json").read_bytes() == md_before  # the machine's labels stay
     # shown as human-verified on the page, and counted
     page = c.get(f"/runs/{rid}", params={"label": "grey_fox"})
-    assert "checked by ana" in page.text and "machine said: fox" in page.text
+    assert "checked by ana &lt;b&gt;" in page.text and "machine said: fox" in page.text  # escaped
     assert images(served, verified="yes", label="grey_fox")
     # withdrawn: the CSV cell empties again
     assert c.post(f"/api/runs/{rid}/corrections",
