@@ -76,7 +76,7 @@ def run_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    results: list[Path] = typer.Argument(None, metavar="[RESULTS_DIR]...", help="Results folders of earlier runs to review."),
+    results: list[Path] = typer.Argument(None, metavar="RESULTS_DIR", help="Results folders of earlier runs to review."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; the default is reachable from this computer only."),
     port: int = typer.Option(8000, help="Port to listen on."),
     runs_dir: Path = typer.Option(Path("patou-runs"), help="Where runs started from the page write their results."),
