@@ -6,7 +6,7 @@ import copy
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,8 @@ from patou.results import Run
 from patou.train.labels import normalise_label
 
 DEBOUNCE_S = 0.3
-_table_locks: dict[Path, threading.Lock] = defaultdict(threading.Lock)
+_table_locks: dict[Path, threading.Lock] = {}  # one spreadsheet rewrite at a time per run
+_writers_lock = threading.Lock()  # guards _table_locks and _writers
 
 
 @dataclass
@@ -130,7 +131,9 @@ def rewrite_tables(run: Run) -> dict:
 
     Serialised per run, reading corrections.json inside the lock, so whichever writer goes last
     writes every correction, not just its own."""
-    with _table_locks[Path(run.out).resolve()]:
+    with _writers_lock:
+        lock = _table_locks.setdefault(Path(run.out).resolve(), threading.Lock())
+    with lock:
         corrections = load_corrections(run.out)
         o = run.options
         args = (o.get("detection_threshold", 0.2), o.get("target"), corrections)
@@ -180,7 +183,6 @@ class TablesWriter:
 
 
 _writers: dict[Path, TablesWriter] = {}
-_writers_lock = threading.Lock()
 
 
 def tables_writer(run: Run) -> TablesWriter:

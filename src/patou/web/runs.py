@@ -120,8 +120,9 @@ class Registry:
             name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(inputs[0]).name).strip("-") or "photos"
             out = self.runs_dir / f"{stamp}-{name}"
         out = Path(os.path.abspath(out))
-        job = Job(id=f"job{len(self.jobs) + 1}", inputs=[str(p) for p in inputs], out=out, options=options)
-        self.jobs[job.id] = job
+        with self._lock:
+            job = Job(id=f"job{len(self.jobs) + 1}", inputs=[str(p) for p in inputs], out=out, options=options)
+            self.jobs[job.id] = job
         self._pool.submit(self._run, job)
         return job
 
