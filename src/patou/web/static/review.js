@@ -83,7 +83,12 @@
     if (e.key === "Enter" && other.value.trim()) { e.preventDefault(); correct(other.value.trim(), e.shiftKey); other.blur(); }
   });
   const confirm = document.getElementById("confirm");
-  if (confirm) confirm.addEventListener("click", () => { confirm.blur(); if (sel >= 0 && cards[sel].dataset.machine) correct(cards[sel].dataset.machine, false); });
+  function confirmMachine(wholeEvent) {
+    const machine = sel >= 0 ? cards[sel].dataset.machine : "";
+    if (!machine || machine === "undefined") { say("The machine gave no label here: pick one.", true); return; }
+    correct(machine, wholeEvent);
+  }
+  if (confirm) confirm.addEventListener("click", () => { confirm.blur(); confirmMachine(false); });
   const undo = document.getElementById("undo");
   if (undo) undo.addEventListener("click", () => { undo.blur(); correct(null, false); });
   if (whole) whole.addEventListener("change", () => whole.blur());
@@ -98,8 +103,8 @@
       e.preventDefault(); select(sel + 1);
     } else if (e.key === "ArrowLeft" || e.key === "ArrowUp" || e.key === "k") {
       e.preventDefault(); select(sel - 1);
-    } else if (e.key === "Enter" && sel >= 0 && cards[sel].dataset.machine) {
-      e.preventDefault(); correct(cards[sel].dataset.machine, e.shiftKey);
+    } else if (e.key === "Enter" && sel >= 0) {
+      e.preventDefault(); confirmMachine(e.shiftKey);
     } else if (e.key === "Backspace" || e.key === "u") {
       e.preventDefault(); correct(null, false);
     } else if (e.key === "n" && document.getElementById("next-event")) {
