@@ -16,6 +16,7 @@ from .decide import decide_event, decide_image
 from .events import group_events
 from .media import scan
 from .outputs.atomic import atomic_output
+from .outputs.corrections import load_corrections
 from .outputs.megadetector import write_megadetector_json
 from .outputs.sort import plan_sort, sort_files
 from .outputs.tables import write_csv, write_xlsx
@@ -138,8 +139,9 @@ def run(
         decide_event(event, threshold, target)
 
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(records, out / "predictions.csv", detection_threshold, target)
-    write_xlsx(records, out / "predictions.xlsx", detection_threshold, target)
+    corrections = load_corrections(out)  # a re-run keeps what people corrected
+    write_csv(records, out / "predictions.csv", detection_threshold, target, corrections)
+    write_xlsx(records, out / "predictions.xlsx", detection_threshold, target, corrections)
     write_megadetector_json(
         records,
         out / "megadetector.json",

@@ -230,6 +230,31 @@ def export_camtrap_dp_cmd(
     if result.valid:
         err.print("valid Camtrap DP 1.0 package (frictionless, offline)")
 
+@app.command("serve")
+def serve_cmd(
+    results: list[Path] = typer.Argument(None, metavar="RESULTS_DIR", help="Results folders of earlier runs to review."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; the default is reachable from this computer only."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    runs_dir: Path = typer.Option(Path("patou-runs"), help="Where runs started from the page write their results."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
+) -> None:
+    """Open the review app in the browser: start runs, review and correct their labels, export."""
+    import uvicorn
+
+    from .web import create_app
+
+    hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
+    if hosts:
+        err.print(f"[yellow]warning:[/] listening on {host}: other computers that reach it can read your photos")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    err.print(f"patou review app: {url}  (Ctrl+C to stop)")
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, [url]).start()  # once the server listens
+    uvicorn.run(create_app(results or [], runs_dir, allowed_hosts=hosts), host=host, port=port, log_level="warning")
+
 
 def _summary(result) -> None:
     c, t = result.counts, result.timings

@@ -84,3 +84,28 @@ def save_corrections(results_dir: str | Path, items: Iterable[tuple[str | Path, 
 def corrected_label(corrections: dict, root: str | Path, file: str) -> dict | None:
     return corrections.get((str(Path(root)), file))
 
+
+
+TRAIN_LABELS = "verified-labels.csv"
+
+
+def write_train_labels(results_dir: str | Path, records: Iterable | None = None,
+                       path: str | Path | None = None) -> tuple[Path, int]:
+    """The corrected images as a `path,label` CSV that `patou train --labels` reads.
+
+    `path` is absolute (the training reader resolves relative paths against the CSV's folder,
+    which is the results folder, not the photos'); `root` and `file` repeat the predictions'
+    key and `site` comes from the run's records when given. Returns (csv path, rows written).
+    """
+    import csv
+
+    results_dir = Path(results_dir)
+    path = Path(path) if path else results_dir / TRAIN_LABELS
+    sites = {(str(r.root), r.rel): r.site for r in records or ()}
+    rows = [[str(Path(root) / file), c["label"], sites.get((root, file), ""), root, file]
+            for (root, file), c in sorted(load_corrections(results_dir).items())]
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "site", "root", "file"])
+        w.writerows(rows)
+    return path, len(rows)

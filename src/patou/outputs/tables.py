@@ -17,6 +17,7 @@ BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "width", "heigh
                 "max_detection_conf", "label", "score", "event_label", "event_score"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
 VIDEO_COLUMNS = ["frame_rate", "frames_processed"]  # only when the run has videos
+VERIFIED_COLUMNS = ["verified_label", "verified_by"]  # human corrections (outputs/corrections.py)
 EVENT_FILES_SHOWN = 5
 
 
@@ -29,11 +30,16 @@ def _sorted(records: Iterable[ImageRecord]) -> list[ImageRecord]:
 
 
 def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
-               target: str | None = None) -> tuple[list[str], list[list]]:
-    """Header and one row per image (sorted by root, then rel); None means an empty cell."""
+               target: str | None = None, corrections: dict | None = None) -> tuple[list[str], list[list]]:
+    """Header and one row per image (sorted by root, then rel); None means an empty cell.
+
+    With `corrections` (load_corrections's dict, possibly empty) the rows end with the human
+    label and who gave it; the machine's columns stay as the run decided them.
+    """
     records = _sorted(records)
     videos = any(is_video(r.path) for r in records)
     header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + (VIDEO_COLUMNS if videos else []) + ["failure"]
+    header += VERIFIED_COLUMNS if corrections is not None else []
     rows = []
     for r in records:
         confs = [d.conf for d in r.detections]
@@ -47,13 +53,17 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
             row += [_r(r.target_score), _r(r.event_target_score)]
         if videos:  # frames_processed: how many frames were analysed
             row += [r.frame_rate, None if r.frames_processed is None else len(r.frames_processed)]
-        rows.append(row + [r.failure])
+        row.append(r.failure)
+        if corrections is not None:
+            c = corrections.get((str(r.root), r.rel))
+            row += [c["label"], c.get("verified_by") or None] if c else [None, None]
+        rows.append(row)
     return header, rows
 
 
 def write_csv(records: Iterable[ImageRecord], path: str | Path, detection_threshold: float,
-              target: str | None = None) -> Path:
-    header, rows = build_rows(records, detection_threshold, target)
+              target: str | None = None, corrections: dict | None = None) -> Path:
+    header, rows = build_rows(records, detection_threshold, target, corrections)
     with atomic_output(path) as tmp:
         # Plain UTF-8 without BOM: R's read.csv and most scripts would keep a BOM in the first name.
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -101,13 +111,13 @@ def build_count_rows(records: Iterable[ImageRecord]) -> tuple[list[str], list[li
 
 
 def write_xlsx(records: Iterable[ImageRecord], path: str | Path, detection_threshold: float,
-               target: str | None = None) -> Path:
+               target: str | None = None, corrections: dict | None = None) -> Path:
     from openpyxl import Workbook  # imported here: only this writer needs it
 
     records = list(records)
     wb = Workbook()
     wb.remove(wb.active)
-    for name, (header, rows) in [("images", build_rows(records, detection_threshold, target)),
+    for name, (header, rows) in [("images", build_rows(records, detection_threshold, target, corrections)),
                                  ("events", build_event_rows(records, target)),
                                  ("counts", build_count_rows(records))]:
         _sheet(wb.create_sheet(name), header, rows)
