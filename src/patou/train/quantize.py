@@ -208,6 +208,18 @@ def latency_ms(runs_of: dict, runs: int = 50, block: int = 5) -> dict[str, float
     return {k: round(float(np.median(v)) * 1e3, 3) for k, v in times.items()}
 
 
+def _size_and_speed(models: dict, x: np.ndarray, runs: int) -> dict:
+    """File size and single-input latency of the fp32 and int8 models (anything with .session
+    and .card), and the speed ratio."""
+    ms = latency_ms({k: (m.session, {m.session.get_inputs()[0].name: x}) for k, m in models.items()}, runs)
+    out = {}
+    for k, m in models.items():
+        out[f"size_mb_{k}"] = _size_mb(m.card.onnx_path)
+        out[f"latency_ms_{k}"] = ms[k]
+    out["speedup"] = round(out["latency_ms_fp32"] / out["latency_ms_int8"], 2)
+    return out
+
+
 # ------------------------------------------------------------------------------ classifier
 
 
@@ -281,12 +293,7 @@ def compare(
             for k in models:
                 hit = proba[k][pos, t] >= threshold
                 out[f"target_recall_{k}"] = round(float(hit.mean()), 4) if pos.any() else None
-    x = models["fp32"].preprocess(crops[:1])
-    ms = latency_ms({k: (m.session, {m.session.get_inputs()[0].name: x}) for k, m in models.items()}, runs)
-    for k, m in models.items():
-        out[f"size_mb_{k}"] = _size_mb(m.card.onnx_path)
-        out[f"latency_ms_{k}"] = ms[k]
-    out["speedup"] = round(out["latency_ms_fp32"] / out["latency_ms_int8"], 2)
+    out.update(_size_and_speed(models, models["fp32"].preprocess(crops[:1]), runs))
     return out
 
 
@@ -388,12 +395,7 @@ def compare_detector(
         "per_image": per_image,
     }
     if images:
-        x = dets["fp32"].preprocess(images[0])[0][None]
-        ms = latency_ms({k: (d.session, {d.session.get_inputs()[0].name: x}) for k, d in dets.items()}, runs)
-        for k, d in dets.items():
-            out[f"size_mb_{k}"] = _size_mb(d.card.onnx_path)
-            out[f"latency_ms_{k}"] = ms[k]
-        out["speedup"] = round(out["latency_ms_fp32"] / out["latency_ms_int8"], 2)
+        out.update(_size_and_speed(dets, dets["fp32"].preprocess(images[0])[0][None], runs))
     return out
 
 
