@@ -305,3 +305,12 @@ def test_fixed_balanced_is_deterministic():
     assert np.array_equal(a, b)
     assert Counter(labels[i] for i in a) == {"deer": 12, "bear": 4}
     assert not np.array_equal(a, fixed_balanced(labels, 3.0, seed=8))
+
+
+def test_videos_in_a_training_tree_are_skipped_with_one_line(real, tmp_path):
+    (tmp_path / "bear").mkdir()
+    (tmp_path / "bear" / "a.jpg").symlink_to(real / "zamba-ena24-small/tests/assets/images/ena24_small/8831.jpg")
+    (tmp_path / "bear" / "clip.MP4").write_bytes(b"\x00" * 100)
+    images, problems = collect(tmp_path)
+    assert [i.path.name for i in images] == ["a.jpg"]
+    assert any("1 videos skipped" in p for p in problems)

@@ -201,3 +201,14 @@ def test_cli_video_options_and_old_records(media, video_run, tmp_path):
         det.pop("frame_number")
     old = ImageRecord.from_json(d)
     assert old.frames_processed is None and old.detections[0].frame_number is None
+
+
+def test_review_app_thumbnail_of_a_video_is_its_first_frame(media, tmp_path):
+    from PIL import Image
+
+    from patou.web.files import thumbnail
+
+    thumb = thumbnail(tmp_path, media / "a_bear.mp4", 400)
+    with Image.open(thumb) as im:
+        assert max(im.size) == 400 and np.asarray(im.convert("L")).std() > 10
+    assert thumbnail(tmp_path, media / "broken" / "random.mp4", 400) is None

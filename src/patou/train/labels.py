@@ -119,6 +119,10 @@ def collect(
 
 def _from_folders(data: Path) -> tuple[list[LabelledImage], list[str]]:
     records, problems = scan([data])
+    photos = [r for r in records if r.path.suffix.lower() in IMAGE_EXTENSIONS]
+    if len(photos) < len(records):  # training crops come from photos; videos are for `patou run`
+        problems.append(f"{data}: {len(records) - len(photos)} videos skipped (training uses photos)")
+    records = photos
     images: list[LabelledImage] = []
     at_root = 0
     with_subfolders: set[Path] = set()

@@ -15,6 +15,7 @@ from pathlib import Path
 from patou.media import decode
 from patou.outputs.atomic import atomic_output
 from patou.record import ImageRecord
+from patou.video import VideoSampling, is_video, read_frames
 
 THUMBS = Path(".patou") / "thumbs"
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -51,8 +52,13 @@ def thumbnail(results_dir: Path, image: Path, side: int) -> Path | None:
     for cached in places:
         if cached.is_file():
             return cached
-    # decode() is the pipeline's: EXIF rotation, CMYK, 16-bit, draft mode, the same as the models saw
-    img = decode(ImageRecord(image, image.parent), side)
+    # decode() is the pipeline's: EXIF rotation, CMYK, 16-bit, draft mode, the same as the models saw;
+    # a video shows its first frame
+    if is_video(image):
+        frames = read_frames(ImageRecord(image, image.parent), VideoSampling(frames=1), side)
+        img = frames[0][1] if frames else None
+    else:
+        img = decode(ImageRecord(image, image.parent), side)
     if img is None:
         return None
     img.thumbnail((side, side))
