@@ -43,7 +43,7 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
         root = Path(given).absolute()
         if root.is_file():
             if root.suffix.lower() in MEDIA_EXTENSIONS:
-                records.append(ImageRecord(path=root, root=root.parent, site=_site(root.parent, root, site_depth)))
+                records.append(ImageRecord(path=root, root=root.parent, site=site_of(root.parent, root, site_depth)))
             else:
                 problems.append(f"{root}: not a supported image or video type ({root.suffix or 'no extension'})")
             continue
@@ -76,11 +76,11 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                 if key in seen_files:  # the same file reached twice (overlapping inputs, links)
                     continue
                 seen_files.add(key)
-                records.append(ImageRecord(path=path, root=root, site=_site(root, path, site_depth)))
+                records.append(ImageRecord(path=path, root=root, site=site_of(root, path, site_depth)))
     return records, problems
 
 
-def _site(root: Path, path: Path, depth: int | None) -> str:
+def site_of(root: Path, path: Path, depth: int | None) -> str:
     """Default site: the parent folder relative to the root ('.' at the root itself).
 
     With `depth`, only the first `depth` folder levels count, so `StationA/PBE/x.jpg`

@@ -16,7 +16,7 @@ from typing import Callable
 from .. import __version__
 from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
-from ..media import _site
+from ..media import site_of
 from ..outputs.sort import FAILED_DIR, sort_files
 from ..pipeline import Models
 from ..record import ImageRecord
@@ -147,7 +147,7 @@ class Guard:
         if k in self.done:
             return None
         arrived = key[1] / 1e9  # its last write: when it arrived, also for files found at start
-        record = ImageRecord(path=path, root=self.watch, site=_site(self.watch, path, self.site_depth))
+        record = ImageRecord(path=path, root=self.watch, site=site_of(self.watch, path, self.site_depth))
         loaded = self.models.load(record)
         if loaded is None and record.failure and "truncated" in record.failure:
             n, first = self._tries.get(str(path), (0, time.monotonic()))
