@@ -66,6 +66,13 @@ class Models:
             return
         record.detections = self._analyse_frame(*loaded, classify_threshold)
 
+    def analyse_safely(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
+        """analyse(), where a model error costs this file (a `failure`), not the run or the guard."""
+        try:
+            self.analyse(loaded, record, classify_threshold)
+        except Exception as e:
+            record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
+
     def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
         x, ratio = prepared
         detections = self.detector.detect_prepared(x, ratio, img.size)
@@ -188,10 +195,7 @@ def process(
     """Run every record through the models, appending each result to the checkpoint."""
     for r, loaded in prefetched(records, models.load):
         if loaded is not None:
-            try:
-                models.analyse(loaded, r, classify_threshold)
-            except Exception as e:  # a model error costs this image, not the run
-                r.detections, r.failure = [], f"model error: {type(e).__name__}: {e}"
+            models.analyse_safely(loaded, r, classify_threshold)
         if checkpoint:
             checkpoint.append(r)
         on_done(r)

@@ -30,6 +30,11 @@ class Detection:
         return label, self.scores[label]
 
 
+def in_output_order(records) -> list["ImageRecord"]:
+    """By input root, then path under it: the row order of every output file."""
+    return sorted(records, key=lambda r: (str(r.root), r.rel))
+
+
 @dataclass
 class ImageRecord:
     path: Path  # absolute path of the file as found

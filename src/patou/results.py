@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .outputs.atomic import atomic_output
-from .record import ImageRecord
+from .record import ImageRecord, in_output_order
 
 RECORDS = "records.jsonl"
 RESULTS_VERSION = 1  # bump when records.jsonl or run.json change incompatibly
@@ -34,7 +34,7 @@ class Run:
 def write_records(records: list[ImageRecord], out: Path) -> Path:
     path = Path(out) / RECORDS
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for r in sorted(records, key=lambda r: (str(r.root), r.rel)):
+        for r in in_output_order(records):
             f.write(json.dumps(r.to_json()) + "\n")
     return path
 

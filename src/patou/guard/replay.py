@@ -62,8 +62,8 @@ class _NoteMonochrome:
             self.mono.add(str(r.path))  # set.add is atomic: safe from the prefetch threads
         return loaded
 
-    def analyse(self, *args):
-        return self.models.analyse(*args)
+    def analyse_safely(self, *args):
+        return self.models.analyse_safely(*args)
 
 
 def read_labels(path: Path) -> dict[str, str]:

@@ -159,10 +159,7 @@ class Guard:
                 return None
         self._tries.pop(str(path), None)
         if loaded is not None:
-            try:
-                self.models.analyse(loaded, record, self.detection_threshold)
-            except Exception as e:  # a model error costs this image, not the guard
-                record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
+            self.models.analyse_safely(loaded, record, self.detection_threshold)
         decide_image(record, self.detection_threshold, DEFAULT_THRESHOLD, self.target)
         self.processed += 1
         if record.failure:

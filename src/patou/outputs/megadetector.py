@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from patou.outputs.atomic import atomic_output
-from patou.record import ImageRecord
+from patou.record import ImageRecord, in_output_order
 
 FORMAT_VERSION = "1.6"
 # What MegaDetector's own tools treat as a video (megadetector.detection.video_utils.is_video_file):
@@ -61,7 +61,7 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
 
     Thresholds default to the card's `extra` values, then to MegaDetector v5's 0.2 / 0.05.
     """
-    records = sorted(records, key=lambda r: (str(r.root), r.rel))
+    records = in_output_order(records)
     roots = [Path(p) for p in roots] if roots else sorted({r.root for r in records})
     base = _base(roots) if roots else None
     card = detector_card_summary or {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from patou.record import UNDEFINED, ImageRecord
+from patou.record import UNDEFINED, ImageRecord, in_output_order
 
 MODES = ("copy", "move", "link")
 FAILED_DIR = "failed"
@@ -75,7 +75,7 @@ def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path) -> SortPlan:
     sort_dir = Path(sort_dir)
     inside = Path(os.path.realpath(sort_dir))
     plan = SortPlan(sort_dir=sort_dir)
-    for r in sorted(records, key=lambda r: (str(r.root), r.rel)):
+    for r in in_output_order(records):
         src = Path(r.path)
         if _entry(src).is_relative_to(inside):
             continue

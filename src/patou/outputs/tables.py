@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from patou.outputs.atomic import atomic_output
-from patou.record import EMPTY, ImageRecord
+from patou.record import EMPTY, ImageRecord, in_output_order
 from patou.video import is_video
 
 BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "width", "height", "detections",
@@ -25,10 +25,6 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def _sorted(records: Iterable[ImageRecord]) -> list[ImageRecord]:
-    return sorted(records, key=lambda r: (str(r.root), r.rel))
-
-
 def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
                target: str | None = None, corrections: dict | None = None) -> tuple[list[str], list[list]]:
     """Header and one row per image (sorted by root, then rel); None means an empty cell.
@@ -36,7 +32,7 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
     With `corrections` (load_corrections's dict, possibly empty) the rows end with the human
     label and who gave it; the machine's columns stay as the run decided them.
     """
-    records = _sorted(records)
+    records = in_output_order(records)
     videos = any(is_video(r.path) for r in records)
     header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + (VIDEO_COLUMNS if videos else []) + ["failure"]
     header += VERIFIED_COLUMNS if corrections is not None else []
@@ -76,7 +72,7 @@ def write_csv(records: Iterable[ImageRecord], path: str | Path, detection_thresh
 def build_event_rows(records: Iterable[ImageRecord], target: str | None = None) -> tuple[list[str], list[list]]:
     """One row per event, in order of first timestamp (events without time last)."""
     groups: dict[str, list[ImageRecord]] = defaultdict(list)
-    for r in _sorted(records):
+    for r in in_output_order(records):
         if r.event_id is not None:
             groups[r.event_id].append(r)
     header = (["event_id", "site", "first_timestamp", "last_timestamp", "n_images", "n_nonempty",
