@@ -4,7 +4,6 @@ Waits are generous "within N seconds" polls, never timing assertions. One Models
 shared by the in-process guards (loading the sessions once keeps these tests short).
 """
 import json
-import os
 import shutil
 import signal
 import sqlite3

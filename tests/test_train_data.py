@@ -102,7 +102,7 @@ def test_collect_folders_nested_sites(real, tmp_path, thumbs):
 
 def test_collect_csv(real, tmp_path, thumbs):
     (tmp_path / "imgs").mkdir()
-    a = shutil.copy(thumbs[0], tmp_path / "imgs" / "a.jpg")
+    shutil.copy(thumbs[0], tmp_path / "imgs" / "a.jpg")
     b = shutil.copy(thumbs[1], tmp_path / "b.jpg")
     csv = tmp_path / "labels.csv"
     csv.write_text(f"path,label\nimgs/a.jpg,Ours brun\n{Path(b).absolute()},\nimgs/missing.jpg,bear\n")

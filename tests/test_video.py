@@ -3,7 +3,6 @@ photo and broken files; verdicts, outputs, resume and sorting."""
 import csv
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import math
 import sys
 from collections import Counter

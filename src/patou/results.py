@@ -39,9 +39,10 @@ def write_records(records: list[ImageRecord], out: Path) -> Path:
     return path
 
 
-def load_run(out: str | Path) -> Run:
-    """Read RESULTS_DIR back; a folder that is not a patou run, or from an incompatible patou, is
-    a ValueError naming the folder and the reason."""
+def read_run_info(out: str | Path) -> dict:
+    """RESULTS_DIR's run.json, once the folder is known to be readable (records not read); a
+    folder that is not a patou run, or from an incompatible patou, is a ValueError naming the
+    folder and the reason."""
     out = Path(out)
     info_path, rec_path = out / "run.json", out / RECORDS
     if not info_path.is_file():
@@ -55,6 +56,13 @@ def load_run(out: str | Path) -> Run:
         raise ValueError(
             f"{out}: written by patou {info.get('patou_version', '?')} (results format {version}); "
             f"this patou {__version__} reads format {RESULTS_VERSION}: run `patou run` again on the photos")
+    return info
+
+
+def load_run(out: str | Path) -> Run:
+    """Read RESULTS_DIR back: run.json (checked as in `read_run_info`) and the decided records."""
+    out = Path(out)
+    info, rec_path = read_run_info(out), out / RECORDS
     records = []
     with open(rec_path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

@@ -3,7 +3,6 @@ the background jobs that start new ones."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from patou.results import RECORDS, RESULTS_VERSION, Run, load_run
+from patou.results import RECORDS, Run, load_run, read_run_info
 
 
 def run_id(out: Path) -> str:
@@ -97,7 +96,7 @@ class Registry:
         if job:
             return d
         try:
-            info = _peek(out)
+            info = read_run_info(out)
         except (ValueError, OSError) as e:
             d["error"] = str(e)
             return d
@@ -146,18 +145,6 @@ class Registry:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _peek(out: Path) -> dict:
-    """A run's run.json, enough for the list of runs (100k records need not be read for it);
-    a folder load_run would refuse raises load_run's own message."""
-    try:
-        info = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        info = None
-    if not isinstance(info, dict) or info.get("results_version") != RESULTS_VERSION or not (out / RECORDS).is_file():
-        return load_run(out).info  # raises before reading records when the folder is not usable
-    return info
 
 
 def _mtime(p: Path) -> int:
