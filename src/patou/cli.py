@@ -10,9 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from .models.commands import app as models_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
+app.add_typer(models_app, name="models")  # patou models list|install|remove
 
 
 @app.callback()
