@@ -194,6 +194,15 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
     allowed = set(card.labels) | {"empty", "undefined", "human", "vehicle", "animal"}
     assert {p["label"] for p in preds} <= allowed
 
+    # Camtrap DP export finds the installed model's table through the run (fine label -> taxon)
+    from patou.outputs.camtrap_dp import load_taxonomy
+
+    table = registry.run_taxonomy(run)
+    assert table == folder / "camtrap_dp_taxonomy.csv"
+    tax = load_taxonomy(table)  # valid for the exporter: ranks and observation types
+    assert set(card.labels) <= set(tax) and tax["red_deer"]["scientificName"] == "Cervus elaphus"
+    assert {"empty", "undefined", "human", "vehicle"} <= set(tax)
+
 
 def test_interrupted_download_resumes(models_dir, server):
     server.cut_after = 100_000

@@ -156,3 +156,19 @@ def read_taxonomy(path: Path) -> dict[str, TaxonRow]:
         src = r.pop(next(iter(r)))  # first column: the publisher's name
         out[src] = TaxonRow(src, r["label"], r.pop("group"), r)
     return out
+
+
+def run_taxonomy(run_info: dict) -> Path | None:
+    """The Camtrap DP taxonomy table of the classifier a run used, when its card names one and
+    the model is still there (an installed model's fine labels, e.g. roe_deer -> Capreolus capreolus)."""
+    summary = (run_info.get("models") or {}).get("classifier") or {}
+    name = (summary.get("extra") or {}).get("camtrap_dp_taxonomy")
+    model = (run_info.get("options") or {}).get("model")
+    if not name or not model:
+        return None
+    try:
+        folder = resolve(model)
+    except ValueError:
+        return None
+    path = (folder if folder.is_dir() else folder.parent) / name
+    return path if path.is_file() else None
