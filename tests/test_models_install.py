@@ -36,16 +36,19 @@ def make_checkpoint(path, num_classes=38, depth=2, dim=64, hidden=128, grid=37, 
     def r(*shape, s=0.05):
         return torch.randn(*shape, generator=g) * s
 
+    def lin(out, fan_in, gain=1.6):  # scaled by fan-in, so a full-size ViT-L stays numerically sane
+        return r(out, fan_in, s=gain / fan_in ** 0.5)
+
     sd = {"cls_token": r(1, 1, dim), "pos_embed": r(1, 1 + grid * grid, dim), "patch_embed.proj.weight": r(dim, 3, 14, 14),
           "patch_embed.proj.bias": r(dim), "norm.weight": 1 + r(dim), "norm.bias": r(dim),
-          "head.weight": r(num_classes, dim, s=1.0), "head.bias": r(num_classes)}
+          "head.weight": lin(num_classes, dim, gain=8.0), "head.bias": r(num_classes)}
     for i in range(depth):
         b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(dim), b + "norm1.bias": r(dim), b + "attn.qkv.weight": r(3 * dim, dim, s=0.2),
-                   b + "attn.qkv.bias": r(3 * dim), b + "attn.proj.weight": r(dim, dim, s=0.2), b + "attn.proj.bias": r(dim),
+        sd.update({b + "norm1.weight": 1 + r(dim), b + "norm1.bias": r(dim), b + "attn.qkv.weight": lin(3 * dim, dim),
+                   b + "attn.qkv.bias": r(3 * dim), b + "attn.proj.weight": lin(dim, dim), b + "attn.proj.bias": r(dim),
                    b + "ls1.gamma": r(dim, s=0.5), b + "norm2.weight": 1 + r(dim), b + "norm2.bias": r(dim),
-                   b + "mlp.fc1.weight": r(hidden, dim, s=0.2), b + "mlp.fc1.bias": r(hidden),
-                   b + "mlp.fc2.weight": r(dim, hidden, s=0.2), b + "mlp.fc2.bias": r(dim), b + "ls2.gamma": r(dim, s=0.5)})
+                   b + "mlp.fc1.weight": lin(hidden, dim), b + "mlp.fc1.bias": r(hidden),
+                   b + "mlp.fc2.weight": lin(dim, hidden), b + "mlp.fc2.bias": r(dim), b + "ls2.gamma": r(dim, s=0.5)})
     if extra_key:
         sd[extra_key] = r(dim)
     ckpt = {"args": {"backbone": backbone, "num_classes": num_classes, "lr": 1e-4},
@@ -360,3 +363,23 @@ def test_square_clip_crop_is_deepfaune_crop(real):
     np.testing.assert_array_equal(got, np.asarray(want))
     pad = crop(img, box, 182, margin=0.0)  # square-pad: the part above the image is black
     assert pad[:20].max() == 0 and got[:20].max() > 0
+
+
+def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
+    """Truth labelled with coarse labels (deer) scores a fine-label model with --groups."""
+    from patou.evaluate import evaluate_model
+
+    inst.install("deepfaune", from_file=checkpoint, accept_licence=True, skip_self_check=True, log=lambda m: None)
+    rows = list(csv.DictReader(open(real / "LABELS.csv", encoding="utf-8")))
+    tree = tmp_path / "labelled"
+    for label in ("bear", "deer", "fox"):
+        (tree / label).mkdir(parents=True)
+        for r in [r for r in rows if r["label_norm"] == label][:2]:
+            os.symlink(real / r["path"], tree / label / Path(r["path"]).name)
+    with pytest.raises(ValueError, match="labels the model does not know: deer"):
+        evaluate_model(tree, tmp_path / "rep0", "deepfaune", level="image", log=lambda m: None)
+    rep = evaluate_model(tree, tmp_path / "rep", "deepfaune", groups=True, level="image", log=lambda m: None)
+    card = ModelCard.load("deepfaune")
+    assert "deer" in rep["labels"] and "roe_deer" not in rep["labels"] and "bear" in rep["labels"]
+    assert set(rep["labels"]) == set(card.extra["groups"].values()) | {"empty"}
+    assert rep["image"]["n"] == 6
