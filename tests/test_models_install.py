@@ -383,3 +383,15 @@ def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
     assert "deer" in rep["labels"] and "roe_deer" not in rep["labels"] and "bear" in rep["labels"]
     assert set(rep["labels"]) == set(card.extra["groups"].values()) | {"empty"}
     assert rep["image"]["n"] == 6
+
+
+def test_cli_downloads_with_progress(models_dir, server):
+    env = {**os.environ, registry.MODELS_ENV: str(models_dir)}
+    p = subprocess.run([sys.executable, "-m", "patou.cli", "models", "install", "deepfaune", "--url", server.url,
+                        "--accept-licence", "--skip-self-check", "--keep-download"], capture_output=True, text=True,
+                       env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert "CC BY-SA 4.0" in p.stderr and f"downloading {server.url}" in p.stderr and "installed deepfaune 1.4" in p.stderr
+    kept = models_dir / ".downloads" / server.path.name
+    assert kept.read_bytes() == server.path.read_bytes()  # --keep-download: the whole file, no .part left
+    assert not kept.with_name(kept.name + ".part").exists()

@@ -64,17 +64,27 @@ def install_cmd(
 
     bar = Progress(TextColumn("[bold]download"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn(), console=err, transient=True)
-    task = bar.add_task("download", total=None)
+    task = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal task
+        if task is None:  # started on the first bytes, so the licence question is asked without it
+            bar.start()
+            task = bar.add_task("download", total=total)
+        bar.update(task, completed=done, total=total)
+        if total and done >= total:
+            bar.stop()
+
     confirm = (lambda q: typer.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
     try:
-        with bar:
-            install(name, version, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
-                    skip_self_check=skip_self_check, int8=int8, check_dirs=check or [], url=url, sha256=sha256,
-                    keep_download=keep_download, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    log=_say)
+        install(name, version, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
+                skip_self_check=skip_self_check, int8=int8, check_dirs=check or [], url=url, sha256=sha256,
+                keep_download=keep_download, progress=progress, log=_say)
     except ValueError as e:
+        bar.stop()
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(2)
+    bar.stop()
 
 
 @app.command("remove")
