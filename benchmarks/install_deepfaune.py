@@ -38,7 +38,6 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=8, help="real crops timed per model")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    import numpy as np
     from test_models_install import make_checkpoint
 
     from patou.models.classifier import Classifier

@@ -127,7 +127,7 @@ def from_state_dict(state: dict, prefix: str = "") -> DinoV2ViT:
     grid = math.isqrt(n_pos)
     if grid * grid != n_pos:
         raise ValueError(f"{prefix}pos_embed has {n_pos} patch positions, not a square grid")
-    if depth == 0 or f"blocks.0.mlp.fc1.weight" not in sd:
+    if depth == 0 or "blocks.0.mlp.fc1.weight" not in sd:
         raise ValueError(f"not a ViT checkpoint: no {prefix}blocks.0.mlp.fc1.weight")
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
     num_classes = sd["head.weight"].shape[0]
