@@ -10,9 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from .models.commands import app as models_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
+app.add_typer(models_app, name="models")  # patou models list|install|remove
 
 
 @app.callback()
@@ -25,7 +27,7 @@ def run_cmd(
     inputs: list[Path] = typer.Argument(None, help="Folders or files of camera-trap images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Results folder (predictions.csv/.xlsx, megadetector.json, run.json)."),
     demo: bool = typer.Option(False, "--demo", help="Run on the bundled sample images."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled ImageNet roll-up."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or an installed model's name (patou models); default: bundled ImageNet roll-up."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored; no box left = empty."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Class score below which the label is 'undefined'."),
     target: Optional[str] = typer.Option(None, help="A label (e.g. bear) whose score gets its own columns, for recall-first screening."),
@@ -137,7 +139,7 @@ def train_cmd(
 def evaluate_cmd(
     data: Path = typer.Argument(..., help="Labelled folder tree (leaf folder = label), or any folder with --labels."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, confusion_matrix.png, pr_curve.png)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder; default: the bundled ImageNet roll-up."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder or installed model name; default: the bundled ImageNet roll-up."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label."),
     merge: Optional[str] = typer.Option(None, help="Merge or drop truth labels, as in patou train."),
     level: str = typer.Option("both", help="image | event | both."),
@@ -146,6 +148,7 @@ def evaluate_cmd(
     want_recall: float = typer.Option(0.95, help="Report the highest target threshold that keeps this recall."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD),
     fast: bool = typer.Option(False, "--fast", help="Use the int8 detector."),
+    groups: bool = typer.Option(False, "--groups", help="Score at the model's coarse groups (an installed model's roe_deer -> deer)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a classifier on labelled photos, image and event level, with figures and a report."""
@@ -154,7 +157,7 @@ def evaluate_cmd(
     try:
         rep = evaluate_model(data, out, model, labels_csv=labels, merge=merge, level=level, target=target,
                              threshold=threshold, want_recall=want_recall, detection_threshold=detection_threshold,
-                             fast=fast, log=_log(quiet))
+                             fast=fast, groups=groups, log=_log(quiet))
     except ValueError as e:
         _fail(e)
     if not quiet:
@@ -274,7 +277,7 @@ def guard_cmd(
     watch: Optional[Path] = typer.Option(None, "--watch", help="Incoming folder of a field camera: each new image is decided as it arrives."),
     replay: Optional[Path] = typer.Option(None, "--replay", help="Offline: run a folder of photos in timestamp order, print what would fire."),
     status: bool = typer.Option(False, "--status", help="Print the last events, triggers, failures and latency from --db."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or installed model name; default: bundled."),
     target: str = typer.Option("bear", help="The label that fires the deterrent."),
     threshold: Optional[float] = typer.Option(None, help="Fire when an image's (or its event's mean) target probability reaches this [default: 0.1, see README]."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored."),

@@ -378,6 +378,7 @@ def evaluate_model(
     event_gap: float = 20.0,
     fast: bool = False,
     threads: int | None = None,
+    groups: bool = False,
     log=print,
 ) -> dict:
     """`patou evaluate`: run the model on labelled DATA exactly as `patou run` does (detector,
@@ -393,20 +394,25 @@ def evaluate_model(
 
     out = Path(out_dir)
     card = ModelCard.load(model or DEFAULT_CARD)
-    fold = list(card.labels) if OTHER in card.labels else None  # labels the model lacks count as `other`
+    # groups: score at the card's coarse groups (an installed model's roe_deer -> deer)
+    group_of = dict((card.extra or {}).get("groups") or {}) if groups else {}
+    if groups and not group_of:
+        raise ValueError(f"--groups: the model {card.name} has no groups in its card (extra.groups)")
+    model_labels = list(dict.fromkeys(group_of.get(k, k) for k in card.labels))
+    fold = model_labels if OTHER in model_labels else None  # labels the model lacks count as `other`
     images, problems = collect(Path(data), labels_csv and Path(labels_csv), parse_merge(merge), fold)
     for p in problems:
         log(f"warning: {p}")
     if not images:
         raise ValueError(f"{data}: no labelled images found (leaf folder name = label, or --labels CSV)")
-    labels = list(card.labels) + ([EMPTY] if EMPTY not in card.labels else [])
+    labels = model_labels + ([EMPTY] if EMPTY not in model_labels else [])
     unknown = sorted({i.label for i in images} - set(labels))
     if unknown:
         raise ValueError(f"labels the model does not know: {', '.join(unknown)} (merge them with --merge, "
-                         f"e.g. \"{unknown[0]}={card.labels[0]}\"; the model knows {', '.join(card.labels)})")
-    target = target or ("bear" if "bear" in card.labels else None)
+                         f"e.g. \"{unknown[0]}={model_labels[0]}\"; the model knows {', '.join(model_labels)})")
+    target = target or ("bear" if "bear" in model_labels else None)
     if target is not None and target not in labels:
-        raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(card.labels)})")
+        raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(model_labels)})")
     truth = {i.path.absolute(): i.label for i in images}
     inputs = [Path(data)] if labels_csv is None else sorted(truth)
     result = patou_run(inputs, out / "run", model=model, detection_threshold=detection_threshold,
@@ -416,7 +422,7 @@ def evaluate_model(
         v = np.zeros(len(labels))
         if r.scores:
             for k, x in r.scores.items():
-                v[labels.index(k)] = x
+                v[labels.index(group_of.get(k, k))] += x
         else:  # no box: `empty`, as sure as the detector is that nothing is there
             v[labels.index(EMPTY)] = 1.0
         return v

@@ -20,7 +20,7 @@ class ModelCard:
     # network input = (pixel - mean) / std, pixel in 0..255 RGB, per channel
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resize: str = "letterbox-top-left"  # or "square-pad" (crops padded to a square, then resized)
+    resize: str = "letterbox-top-left"  # or "square-pad" / "square-clip" (classifier crops, see classifier.crop)
     pad_value: int = 0
     licence: str = ""
     source: str = ""
@@ -39,6 +39,10 @@ class ModelCard:
     def load(cls, path: str | Path) -> "ModelCard":
         """Read a card; `path` may be the .json, the .onnx beside it, or a folder with one card."""
         path = Path(path)
+        if not path.exists():
+            from patou.models.registry import resolve  # an installed model's name (`--model deepfaune`)
+
+            path = resolve(path)
         if path.is_dir():
             cards = sorted(p for p in path.glob("*.json") if _is_card(p))
             if len(cards) != 1:

@@ -23,6 +23,11 @@ DEFAULT_MARGIN = 0.1
 PAD_VALUE = 0  # the bundled card's pad_value; `crop` callers that do not pass one get this
 BATCH = 32  # crops per session call (x2 with flip): bounds memory on images with many boxes
 RESAMPLE = Image.Resampling.BILINEAR
+RESAMPLERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# square-pad: the box's long side (+ margin) as a square centred on it, padded where it leaves the
+# image (the bundled model). square-clip: the box grown to a square on its short side, clipped to
+# the image, so the crop may be a rectangle that is then stretched to the input (DeepFaune's crop).
+CROP_MODES = ("square-pad", "square-clip")
 
 
 def crop(
@@ -31,6 +36,8 @@ def crop(
     size: int,
     margin: float = DEFAULT_MARGIN,
     pad_value: int = PAD_VALUE,
+    mode: str = "square-pad",
+    resample: Image.Resampling = RESAMPLE,
 ) -> np.ndarray:
     """Square crop around a detection, resized to (size, size, 3) uint8 RGB.
 
@@ -38,17 +45,29 @@ def crop(
     is the box's longer side times (1 + 2 * margin), i.e. `margin` of the longer side is added
     on each side; it is centred on the box, so the shorter side gets real image context rather
     than padding. Only where the square leaves the image is it filled with `pad_value`.
+    With mode "square-clip" the square (same rule) is clipped to the image instead of padded
+    and what is left is resized to (size, size).
     """
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {', '.join(CROP_MODES)}, not {mode!r}")
     if img.mode != "RGB":
         img = img.convert("RGB")
     W, H = img.size
     x, y, w, h = (float(v) for v in bbox_norm_xywh)
+    if mode == "square-clip":
+        side = max(w * W, h * H, 1.0) * (1.0 + 2.0 * max(float(margin), 0.0))
+        cx, cy = (x + w / 2) * W, (y + h / 2) * H
+        box = (max(cx - side / 2, 0.0), max(cy - side / 2, 0.0), min(cx + side / 2, float(W)), min(cy + side / 2, float(H)))
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # a box outside the image: its nearest pixel
+            px, py = min(max(int(cx), 0), W - 1), min(max(int(cy), 0), H - 1)
+            box = (px, py, px + 1, py + 1)
+        return np.asarray(img.resize((size, size), resample, box=box))
     side = max(w * W, h * H, 1.0) * (1.0 + 2.0 * max(float(margin), 0.0))
     cx, cy = (x + w / 2) * W, (y + h / 2) * H
     left, top = cx - side / 2, cy - side / 2
     right, bottom = left + side, top + side
     if left >= 0 and top >= 0 and right <= W and bottom <= H:
-        return np.asarray(img.resize((size, size), RESAMPLE, box=(left, top, right, bottom)))
+        return np.asarray(img.resize((size, size), resample, box=(left, top, right, bottom)))
     # the part of the square inside the image, resized at the same scale, pasted onto the pad
     canvas = Image.new("RGB", (size, size), (int(pad_value),) * 3)
     ix0, iy0, ix1, iy1 = max(left, 0.0), max(top, 0.0), min(right, float(W)), min(bottom, float(H))
@@ -57,7 +76,7 @@ def crop(
         px0, py0 = round((ix0 - left) * scale), round((iy0 - top) * scale)
         px1, py1 = round((ix1 - left) * scale), round((iy1 - top) * scale)
         if px1 > px0 and py1 > py0:
-            canvas.paste(img.resize((px1 - px0, py1 - py0), RESAMPLE, box=(ix0, iy0, ix1, iy1)), (px0, py0))
+            canvas.paste(img.resize((px1 - px0, py1 - py0), resample, box=(ix0, iy0, ix1, iy1)), (px0, py0))
     return np.asarray(canvas)
 
 
@@ -72,8 +91,8 @@ class Classifier:
         self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
         if self.card.task != "classification":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a classification model")
-        if self.card.resize != "square-pad":
-            raise ValueError(f"{self.card.name}: resize {self.card.resize!r} is not supported (only 'square-pad')")
+        if self.card.resize not in CROP_MODES:
+            raise ValueError(f"{self.card.name}: resize {self.card.resize!r} is not supported ({', '.join(CROP_MODES)})")
         h, w = self.card.input_size
         if h != w:
             raise ValueError(f"{self.card.name}: input_size {self.card.input_size} is not square")
@@ -84,6 +103,9 @@ class Classifier:
         self.log_prior = dict(extra.get("log_prior") or {})
         self.fold = dict(extra.get("fold") or {})  # helper labels of the taxonomy -> output labels
         self.margin = float(extra.get("crop_margin", DEFAULT_MARGIN))
+        if extra.get("resample", "bilinear") not in RESAMPLERS:
+            raise ValueError(f"{self.card.name}: extra.resample must be one of {', '.join(RESAMPLERS)}")
+        self.resample = RESAMPLERS[extra.get("resample", "bilinear")]
         self.outputs = extra.get("outputs", "logits")
         if self.outputs not in ("logits", "probabilities"):
             raise ValueError(
@@ -115,7 +137,7 @@ class Classifier:
             c = np.asarray(c)
             if c.shape != (self.size, self.size, 3):
                 im = Image.fromarray(c.astype(np.uint8)).convert("RGB")
-                c = np.asarray(im.resize((self.size, self.size), RESAMPLE))
+                c = np.asarray(im.resize((self.size, self.size), self.resample))
             arrs.append(c)
         x = np.stack(arrs).astype(np.float32).transpose(0, 3, 1, 2)
         return (x - self._mean) / self._std
@@ -159,5 +181,6 @@ class Classifier:
         if not detections:
             return []
         margin = self.margin if margin is None else margin
-        crops = [crop(img, _bbox_of(d), self.size, margin=margin, pad_value=self.card.pad_value) for d in detections]
+        crops = [crop(img, _bbox_of(d), self.size, margin=margin, pad_value=self.card.pad_value, mode=self.card.resize,
+                      resample=self.resample) for d in detections]
         return list(self.predict(crops))

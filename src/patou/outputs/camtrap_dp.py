@@ -27,6 +27,7 @@ from typing import Callable
 
 from .. import __version__
 from ..events import events_of
+from ..models.registry import run_taxonomy
 from ..record import EMPTY, UNDEFINED, ImageRecord
 from ..results import load_run
 from .atomic import atomic_output
@@ -138,6 +139,8 @@ def export_camtrap_dp(
     people = [parse_contributor(c) for c in contributors or []]
     if people and not any(p.get("role") == "contact" for p in people):
         people[0].setdefault("role", "contact")  # GBIF needs a contact; the first person given is it
+    if taxonomy is None and (taxonomy := run_taxonomy(run.info)):
+        log(f"taxonomy: {taxonomy} (the table of the run's classifier)")
     tax = load_taxonomy(taxonomy)
     schemas = {t: load_table_schema(t) for t in TABLES}
     fields = {t: [f["name"] for f in schemas[t]["fields"]] for t in TABLES}
