@@ -32,7 +32,8 @@ def server(real, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app([out], tmp / "runs"), host="127.0.0.1", port=port,
+    app = create_app([out], tmp / "runs")
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                         log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -40,7 +41,7 @@ def server(real, tmp_path_factory):
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield dict(base=f"http://127.0.0.1:{port}", out=out, photos=photos)
+    yield dict(base=f"http://127.0.0.1:{port}", out=out, photos=photos, token=app.state.token)
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -52,6 +53,8 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        assert pg.goto(server["base"] + "/").status == 401  # no token, no page
+        pg.goto(server["base"] + "/?token=" + server["token"])  # the URL patou serve prints: -> cookie
         yield pg
         browser.close()
 
