@@ -433,3 +433,13 @@ def test_request_bodies_are_capped(served):
     r = c.post(f"/api/runs/{rid}/corrections", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code in (400, 413)
     assert c.get("/api/runs").status_code == 200  # and the server goes on
+
+
+def test_a_box_and_its_card_round_a_score_the_same_way(served):
+    """Issue 10 item 13: the box said 0.93 (rounded to 0.925, then to 2 places), the card 0.92."""
+    from patou.record import Detection
+    from patou.web.app import _box
+
+    box = _box(Detection(bbox=(0.1, 0.0, 0.3, 0.4), conf=0.8449, scores={"bear": 0.92496, "fox": 0.07504}))
+    assert "%.2f" % box["score"] == "%.2f" % 0.92496 == "0.92"
+    assert "%.2f" % box["conf"] == "%.2f" % 0.8449 == "0.84"

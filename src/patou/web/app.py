@@ -360,5 +360,6 @@ def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
 
 def _box(d: Detection) -> dict:
     top = d.top()
-    return dict(bbox=[round(float(v), 4) for v in d.bbox], conf=round(d.conf, 3),
-                label=top[0] if top else d.category, score=round(top[1], 3) if top else None)
+    # scores unrounded: the page rounds once, so a box and its card never read 0.93 and 0.92
+    return dict(bbox=[round(float(v), 4) for v in d.bbox], conf=float(d.conf),
+                label=top[0] if top else d.category, score=float(top[1]) if top else None)
