@@ -337,3 +337,42 @@ def test_decode_failure_texts_do_not_depend_on_case(tmp_path, real):
     p.write_bytes(data[:100])
     r = ImageRecord(path=p, root=tmp_path, site=".")
     assert decode(r) is None and r.failure == "truncated image file"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(title)
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_fresh_machine_is_two_commands_and_ci_runs_the_test_one():
+    """Item 14: two self-sufficient commands (demo, tests), .ci/run runs exactly the test one; the
+    `pip install .` list names every dependency; records.jsonl is among the outputs."""
+    import tomllib
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    fresh = _section(readme, "## Fresh machine")
+    block = fresh.split("```bash\n")[1].split("```")[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["bash install.sh demo", "bash install.sh test"]
+    ci = [line.strip() for line in (REPO / ".ci/run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == commands[1] and "rm -rf .venv" in ci
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {"onnxruntime": "ONNX Runtime", "opencv-python-headless": "OpenCV", "python-multipart": "python-multipart"}
+    for dep in deps:
+        name = dep.split("==")[0].split(">=")[0]
+        assert names.get(name, name).lower() in fresh.lower(), f"{name} missing from README's pip install list"
+    assert "2.5 GB" in fresh
+    assert "`records.jsonl`" in _section(readme, "### What lands in RESULTS_DIR")
+    proc = subprocess.run(["bash", str(REPO / "install.sh"), "bogus"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "usage: bash install.sh [demo|test]" in proc.stderr
+
+
+def test_readme_names_the_reliability_guarantees_in_one_place():
+    """Issue 10 'done when': what survives kill -9, what is never overwritten, what serve lets through."""
+    rel = _section((REPO / "README.md").read_text(encoding="utf-8"), "## Reliability")
+    for promise in ("kill -9", "never overwrite", "--max-pixels", "lock", "token", "--allow-dir", "guard"):
+        assert promise in rel, promise
