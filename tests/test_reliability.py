@@ -325,7 +325,9 @@ def test_help_is_clean(tmp_path):
                       "export-camtrap-dp": "{RESULTS_DIR}", "serve": "[RESULTS_DIR]..."}
     guard_help = _cli("guard", "--help", env_extra={"COLUMNS": "200"}).stdout
     line = next(x for x in guard_help.splitlines() if "--threshold " in x)
-    assert "[default: 0.1]" in line
+    from patou.guard import DEFAULT_GUARD_THRESHOLD
+
+    assert f"[default: {DEFAULT_GUARD_THRESHOLD:g}]" in line
 
 
 def test_decode_failure_texts_do_not_depend_on_case(tmp_path, real):

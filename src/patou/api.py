@@ -116,7 +116,7 @@ def run(
     pending = out / ".patou" / "sort-plan.json"
     if pending.is_file():  # a killed run's sort: finish it as planned before looking at the inputs
         lock = OutLock(out)
-        finished = _finish_interrupted_sort(pending, sort, sort_dir, log)
+        finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log)
     records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
     if not records:  # never replace earlier results with empty ones
         why = "; ".join(problems) or (f"no image or video in {', '.join(map(str, inputs))} "
@@ -230,7 +230,7 @@ def run(
     return result
 
 
-def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, log) -> bool:
+def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run: bool, log) -> bool:
     """Carry out the sort plan a killed run saved (moves are resumable), then forget it."""
     mode, plan = load_plan(pending)
     if sort != mode or sort_dir is None or Path(sort_dir).absolute() != plan.sort_dir.absolute():
@@ -238,10 +238,11 @@ def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, log) -> 
                          f"unfinished; rerun with --sort {mode} --sort-dir {plan.sort_dir} to finish it "
                          f"(or delete {pending})")
     log(f"warning: finishing the {mode} into {plan.sort_dir} that an interrupted run left ({len(plan)} files planned)")
-    report = sort_files(plan, mode, log=log)
+    report = sort_files(plan, mode, dry_run=dry_run, log=log)
     log(report.summary())
-    pending.unlink()
-    return True
+    if not dry_run:
+        pending.unlink()
+    return not dry_run
 
 
 def _write_run_json(result: RunResult, models: Models, options: dict) -> None:

@@ -300,6 +300,7 @@ def guard_cmd(
     status: bool = typer.Option(False, "--status", help="Print the last events, triggers, failures and latency from --db."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled."),
     target: str = typer.Option("bear", help="The label that fires the deterrent."),
+    # 0.1 = guard.DEFAULT_GUARD_THRESHOLD, literal so --help needs no model imports (a test ties them)
     threshold: float = typer.Option(0.1, help="Fire when an image's (or its event's mean) target probability reaches this (see README)."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored."),
     action: list[str] = typer.Option([], "--action", help="command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable)."),
@@ -318,8 +319,6 @@ def guard_cmd(
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the watched folder that name the site (default: the whole parent folder)."),
 ) -> None:
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
-    from .guard import DEFAULT_GUARD_THRESHOLD
-
     say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
         err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
