@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -147,7 +148,10 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE, max_pixels: int | None 
         if path.stat().st_size == 0:
             record.failure = "empty file (0 bytes)"
             return None
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # the cap below says it in the failure row, once
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             w, h = img.size
             if img.format == "JPEG":
                 img.draft("RGB", _draft_request(w, h, side))
