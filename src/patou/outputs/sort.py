@@ -143,7 +143,9 @@ def _clean_partials(dst: Path, listed: dict[Path, list[str]]) -> None:
 
 def save_plan(plan: SortPlan, mode: str, path: Path) -> None:
     """Write the plan before carrying it out, so a rerun after a kill can finish it unchanged."""
-    data = {"mode": mode, "sort_dir": str(plan.sort_dir), "items": [[str(s), str(d)] for s, d in plan]}
+    absolute = os.path.abspath  # a rerun may start from another working folder
+    data = {"mode": mode, "sort_dir": absolute(plan.sort_dir),
+            "items": [[absolute(s), absolute(d)] for s, d in plan]}
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
 
