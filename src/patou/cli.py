@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from .media import MAX_PIXELS
 
 # typer 0.29 prints "<bool>" after every on/off flag, which takes no value: show no type for flags.
 _type_of = typer.core.TyperOption.display_type_rich
@@ -48,7 +49,7 @@ def run_cmd(
     engine: str = typer.Option("local", help="local | ray: analyse the files on a Ray cluster (needs the 'ray' extra)."),
     address: Optional[str] = typer.Option(None, help="With --engine ray: the cluster (auto, ray://host:10001); default: a local Ray."),
     workers: Optional[int] = typer.Option(None, help="With --engine ray: how many workers (actors), each with its own models."),
-    max_pixels: int = typer.Option(100_000_000, help="Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at their draft size."),
+    max_pixels: int = typer.Option(MAX_PIXELS, help="Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at their draft size."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
