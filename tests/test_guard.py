@@ -236,6 +236,36 @@ def test_truncated_file_written_slowly_is_processed_once_whole(real, models, tmp
     assert any(m.startswith("partial:") for m in said), said  # it was seen half-written, and waited
 
 
+@pytest.mark.parametrize("head", [2, 100])
+def test_archive_waits_for_an_upload_that_pauses_and_keeps_it_whole(real, models, tmp_path, head):
+    """Issue 10 item 1: a writer sends `head` bytes, pauses 3 s, then the rest. The photo must be
+    analysed once whole (the bear found) and archived whole, also onto another filesystem."""
+    data = (real / BEAR_1).read_bytes()
+    shm = Path("/dev/shm")
+    cross = shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev
+    archive = (shm / f"patou-guard-{tmp_path.name}") if cross else tmp_path / "archive"
+    said = []
+    try:
+        with running(tmp_path, models, [], archive=archive, settle=1.0, log=said.append) as (g, incoming):
+            db = g.journal.path
+            with open(incoming / "IMG_0042.JPG", "wb") as f:
+                f.write(data[:head])
+                f.flush()
+                time.sleep(3.0)
+                f.write(data[head:])
+            wait_for(lambda: (archive / "IMG_0042.JPG").exists() or (archive / "failed/IMG_0042.JPG").exists(),
+                     what="the photo to be archived")
+            files = rows(db, "SELECT size, status, label FROM files")
+            failures = rows(db, "SELECT path, stage, message FROM failures")
+        assert files == [(len(data), "done", "bear")], (files, said)
+        assert failures == []
+        assert (archive / "IMG_0042.JPG").read_bytes() == data
+        assert not (archive / "failed").exists()
+        assert any(m.startswith("partial:") for m in said), said
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)
+
+
 def test_http_action_receives_the_event_json(real, models, tmp_path):
     got = []
 
@@ -282,7 +312,9 @@ def test_gpio_pin_goes_high_then_low_with_the_mock_factory(real, models, tmp_pat
 
 def test_archive_moves_processed_files_and_never_clobbers(real, models, tmp_path):
     archive = tmp_path / "archive"
-    with running(tmp_path, models, [], archive=archive) as (g, incoming):
+    # partial_grace: how long an unreadable file may still be arriving before it goes to failed/
+    said = []
+    with running(tmp_path, models, [], archive=archive, partial_grace=2.0, log=said.append) as (g, incoming):
         db = g.journal.path
         (incoming / "cam2").mkdir()
         drop(real, BLANK, incoming / "cam2", "IMG_0001.JPG")
@@ -386,7 +418,8 @@ def test_faults_are_logged_and_the_guard_goes_on(real, models, tmp_path, monkeyp
 
     monkeypatch.setattr(models, "analyse", analyse_failing_once)
     said = []
-    with running(tmp_path, models, [writer_action(out)], cooldown=0, event_gap=0.5, log=said.append) as (g, incoming):
+    with running(tmp_path, models, [writer_action(out)], cooldown=0, event_gap=0.5, log=said.append,
+                 partial_grace=2.0) as (g, incoming):
         db = g.journal.path
         (incoming / "notes.jpg").write_text("not a photo")
         drop(real, BEAR_1, incoming, "first.jpg")  # hits the model error

@@ -24,6 +24,9 @@ from serve_data import make_photos, make_run
 
 
 
+TOKEN = "test-token-" + "x" * 20
+
+
 @pytest.fixture(scope="module")
 def served(real, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
@@ -31,8 +34,10 @@ def served(real, tmp_path_factory):
     old = tmp / "old-results"  # a results folder from a patou before records.jsonl
     old.mkdir()
     (old / "run.json").write_text(json.dumps({"patou_version": "0.0.9", "options": {}}))
-    app = create_app([out, old], tmp / "runs")
+    # the test folders are the ones runs and sorts from the page may use (--allow-dir)
+    app = create_app([out, old], tmp / "runs", token=TOKEN, allow_dirs=[tmp_path_factory.getbasetemp()])
     client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.get(f"/?token={TOKEN}").status_code == 200  # the start-up URL: token -> cookie
     return dict(tmp=tmp, photos=photos, out=out, old=old, app=app, client=client, rid=run_id(out))
 
 
@@ -49,7 +54,7 @@ def images(s, **filters) -> list[dict]:
     return r.json()
 
 
-def raw_get(app, raw_path: bytes, host: bytes = b"127.0.0.1") -> int:
+def raw_get(app, raw_path: bytes, host: bytes = b"127.0.0.1", cookie: bytes = b"patou_token=" + TOKEN.encode()) -> int:
     """Send a path exactly as written (a client would normalise `..`); uvicorn gives the app the
     %-decoded path plus the raw bytes, and so does this."""
     from urllib.parse import unquote_to_bytes
@@ -57,7 +62,7 @@ def raw_get(app, raw_path: bytes, host: bytes = b"127.0.0.1") -> int:
     path, _, query = raw_path.partition(b"?")
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": unquote_to_bytes(path).decode("utf-8", "replace"), "raw_path": path, "query_string": query,
-             "root_path": "", "headers": [(b"host", host)], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+             "root_path": "", "headers": [(b"host", host), (b"cookie", cookie)], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
     sent, asked = [], []
 
     async def receive():
@@ -264,7 +269,7 @@ def test_two_tabs_correcting_at_once(served):
     errors = []
 
     def tab(n: int) -> None:
-        client = TestClient(app, base_url="http://127.0.0.1")
+        client = TestClient(app, base_url="http://127.0.0.1", cookies={"patou_token": TOKEN})
         for k, img in enumerate(ok):
             if k % 2 == n % 2:
                 r = client.post(f"/api/runs/{rid}/corrections", json={
@@ -369,3 +374,72 @@ def test_cli_serve_binds_localhost_by_default(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "8123", "--runs-dir", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert calls == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]
+    # issue 10 item 7: the URL printed at start-up carries a fresh random token
+    url = next(w for w in result.output.split() if w.startswith("http://127.0.0.1:8123/?token="))
+    again = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "8123", "--runs-dir", str(tmp_path / "r")])
+    assert len(url.split("token=")[1]) >= 40 and url not in again.output
+
+
+# ---------------------------------------------------------------- issue 10 item 7: who and what
+
+def test_requests_without_the_token_are_refused(served):
+    """Any local process could read ~/.ssh through the app: now nothing passes without the token."""
+    app, rid = served["app"], served["rid"]
+    anon = TestClient(app, base_url="http://127.0.0.1")
+    for path in ["/", "/api/runs", f"/runs/{rid}", f"/runs/{rid}/image/0/siteA/8831.jpg?size=full",
+                 f"/runs/{rid}/files/predictions.csv", "/static/review.js"]:
+        assert anon.get(path).status_code == 401, path
+        assert raw_get(app, path.encode(), cookie=b"patou_token=guess") == 403, path
+    assert anon.post("/runs/start", data={"folder": str(served["photos"])}).status_code == 401
+    assert anon.post(f"/runs/{rid}/export/sort", data={"sort_dir": str(served["tmp"] / "x")}).status_code == 401
+    assert anon.get("/?token=guess").status_code == 403
+    r = anon.get(f"/runs/{rid}?token={TOKEN}&label=bear", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/runs/{rid}?label=bear"  # token out of the URL
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert anon.get(r.headers["location"]).status_code == 200  # the cookie now opens every page
+    script = TestClient(app, base_url="http://127.0.0.1", headers={"Authorization": f"token {TOKEN}"})
+    assert script.get("/api/runs").status_code == 200
+    assert not (served["tmp"] / "x").exists()
+
+
+def test_runs_and_sorts_stay_inside_the_allowed_folders(served, tmp_path):
+    c, rid = served["client"], served["rid"]
+    jobs_before = len(c.get("/api/jobs").json())
+    for form in ({"folder": "/etc"}, {"folder": str(served["photos"]), "out": "/var/patou-not-allowed"},
+                 {"folder": str(served["photos"]), "model": "/usr"}):
+        r = c.post("/runs/start", data=form, follow_redirects=False)
+        assert r.status_code == 303 and "outside" in r.headers["location"], form
+    assert len(c.get("/api/jobs").json()) == jobs_before and not Path("/var/patou-not-allowed").exists()
+    outside = Path("/dev/shm" if Path("/dev/shm").is_dir() else "/var/tmp") / f"patou-not-allowed-{tmp_path.name}"
+    r = c.post(f"/runs/{rid}/export/sort", data={"sort_dir": str(outside), "mode": "copy"})
+    assert r.status_code == 403 and "--allow-dir" in r.json()["detail"]
+    assert not outside.exists()
+    link = tmp_path / "escape"  # a symlink inside an allowed folder that points out of it
+    link.symlink_to(outside.parent)
+    r = c.post(f"/runs/{rid}/export/sort", data={"sort_dir": str(link / outside.name), "mode": "copy"})
+    assert r.status_code == 403 and not outside.exists()
+
+
+def test_request_bodies_are_capped(served):
+    c, rid = served["client"], served["rid"]
+    big = b'{"items": [], "label": "' + b"x" * (11 * 1024 * 1024) + b'"}'
+    r = c.post(f"/api/runs/{rid}/corrections", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: a streamed body is counted as it comes
+        for _ in range(12):
+            yield b"x" * (1024 * 1024)
+    r = c.post(f"/api/runs/{rid}/corrections", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 413)
+    assert c.get("/api/runs").status_code == 200  # and the server goes on
+
+
+def test_a_box_and_its_card_round_a_score_the_same_way(served):
+    """Issue 10 item 13: the box said 0.93 (rounded to 0.925, then to 2 places), the card 0.92."""
+    from patou.record import Detection
+    from patou.web.app import _box
+
+    box = _box(Detection(bbox=(0.1, 0.0, 0.3, 0.4), conf=0.8449, scores={"bear": 0.92496, "fox": 0.07504}))
+    assert "%.2f" % box["score"] == "%.2f" % 0.92496 == "0.92"
+    assert "%.2f" % box["conf"] == "%.2f" % 0.8449 == "0.84"

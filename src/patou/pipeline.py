@@ -31,7 +31,8 @@ class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False, video: VideoSampling | None = None):
+                 fast: bool = False, video: VideoSampling | None = None, max_pixels: int | None = None):
+        self.max_pixels = max_pixels  # decode cap (media.MAX_PIXELS when None)
         self.detector = Detector(FAST_CARD if fast else None, threads=threads)
         self.classifier = Classifier(model, threads=threads, flip=flip)
         self.video = video or VideoSampling()
@@ -52,7 +53,7 @@ class Models:
         if is_video(record.path):
             frames = read_frames(record, self.video)
             return [(n, img, self.detector.preprocess(img)) for n, img in frames] or None
-        img = decode(record)
+        img = decode(record, max_pixels=self.max_pixels)
         return (img, self.detector.preprocess(img)) if img is not None else None
 
     def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:

@@ -33,6 +33,12 @@ STALE = "stale"  # an alarm on an image that arrived too long ago to be worth sc
 # A file that decodes as truncated may be half-written by a writer that pauses longer than --settle
 # (FTP, SD card): it is read again, at growing intervals, for this many seconds.
 PARTIAL_GRACE = 30.0
+# failure texts of a file that may still be arriving: its head alone is "not an image", "truncated"
+_MAYBE_PARTIAL = ("truncated", "not an image", "empty file")
+
+
+def maybe_partial(failure: str | None) -> bool:
+    return bool(failure) and any(sign in failure.lower() for sign in _MAYBE_PARTIAL)
 
 
 class Guard:
@@ -58,6 +64,7 @@ class Guard:
         action_timeout: float = DEFAULT_TIMEOUT,
         max_age: float | None = 600.0,
         site_depth: int | None = None,
+        partial_grace: float = PARTIAL_GRACE,
         log: Callable[[str], None] = print,
         models: Models | None = None,
         pin_factory=None,
@@ -68,6 +75,7 @@ class Guard:
         self.archive = Path(archive).absolute() if archive else None
         self.target, self.threshold, self.detection_threshold = target, threshold, detection_threshold
         self.max_age, self.site_depth, self.log = max_age, site_depth, log
+        self.partial_grace = partial_grace
         self.actions = [parse_action(a, action_timeout, pin_factory=pin_factory) for a in actions]
         self.models = models or Models(model, threads=threads, flip=flip, fast=fast)
         if target not in self.models.classifier.labels:
@@ -149,13 +157,13 @@ class Guard:
         arrived = key[1] / 1e9  # its last write: when it arrived, also for files found at start
         record = ImageRecord(path=path, root=self.watch, site=site_of(self.watch, path, self.site_depth))
         loaded = self.models.load(record)
-        if loaded is None and record.failure and "truncated" in record.failure:
+        if loaded is None and maybe_partial(record.failure):
             n, first = self._tries.get(str(path), (0, time.monotonic()))
-            if time.monotonic() - first < PARTIAL_GRACE:  # the guard's clock: mtimes may be skewed
+            if time.monotonic() - first < self.partial_grace:  # the guard's clock: mtimes may be skewed
                 self._tries[str(path)] = (n + 1, first)
                 delay = self.watcher.settle * 2 ** n
                 self.watcher.retry(path, delay=delay)
-                self.log(f"partial: {path}: reads as truncated, looking again once it changes or in {delay:g} s")
+                self.log(f"partial: {path}: {record.failure}; looking again once it changes or in {delay:g} s")
                 return None
         self._tries.pop(str(path), None)
         if loaded is not None:
@@ -205,6 +213,10 @@ class Guard:
     def _archive(self, k: tuple, path: Path, failed: bool) -> None:
         """Move the file out (no-clobber move of `patou run --sort`); a taken name gets a -N suffix."""
         if not self.archive:
+            return
+        if stat_key(str(path)) != tuple(k[1:]):  # written to since it was read: never archive a
+            self.log(f"partial: {path}: changed since it was analysed; analysed again, then archived")
+            self.watcher.retry(path)  # half photo (across filesystems the rest would be lost)
             return
         rel = PurePosixPath(path.relative_to(self.watch).as_posix())
         base = self.archive / FAILED_DIR / rel if failed else self.archive / rel

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -17,12 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
+from patou.outputs.atomic import atomic_output
 from patou.record import UNDEFINED, ImageRecord, in_output_order
 
 MODES = ("copy", "move", "link")
 FAILED_DIR = "failed"
 # os.link errors meaning "no hard link here" (other device, exFAT/FAT, some network shares).
 _NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+
+
+# the temp names _copy_tmp gives (".<name>.<8 hex>.patou-part"): a killed copy's leftovers
+_PART = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.patou-part$")
 
 
 class SortPlan(list):
@@ -93,6 +99,7 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
     sort_dir = sort_dir if sort_dir is not None else getattr(plan, "sort_dir", None)
     rep = SortReport(mode, dry_run)
     used: dict[Path, Path] = {}
+    listed: dict[Path, list[str]] = {}
     for src, dst in plan:
         src, dst = Path(src), Path(dst)
         rep.planned += 1
@@ -109,6 +116,7 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
             if sort_dir is not None:
                 _check_confined(dst, Path(sort_dir))
             dst.parent.mkdir(parents=True, exist_ok=True)
+            _clean_partials(dst, listed)
             outcome = {"copy": _copy, "move": _move, "link": _link}[mode](src, dst)
             setattr(rep, outcome, getattr(rep, outcome) + 1)
         except _Clash as e:
@@ -118,6 +126,35 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
             rep.errors += 1
             _problem(rep, log, f"error: {src} -> {dst}: {e.strerror or e}; source left in place")
     return rep
+
+
+def _clean_partials(dst: Path, listed: dict[Path, list[str]]) -> None:
+    """Remove this destination's temp copies left by a killed sort (only names _copy_tmp makes)."""
+    if dst.parent not in listed:
+        try:
+            listed[dst.parent] = [n for n in os.listdir(dst.parent) if n.endswith(".patou-part")]
+        except OSError:
+            listed[dst.parent] = []
+    for name in listed[dst.parent]:
+        m = _PART.match(name)
+        if m and m["name"] == dst.name:
+            (dst.parent / name).unlink(missing_ok=True)
+
+
+def save_plan(plan: SortPlan, mode: str, path: Path) -> None:
+    """Write the plan before carrying it out, so a rerun after a kill can finish it unchanged."""
+    absolute = os.path.abspath  # a rerun may start from another working folder
+    data = {"mode": mode, "sort_dir": absolute(plan.sort_dir),
+            "items": [[absolute(s), absolute(d)] for s, d in plan]}
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+
+
+def load_plan(path: Path) -> tuple[str, SortPlan]:
+    """(mode, plan) of a plan saved by save_plan."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    sort_dir = Path(data["sort_dir"])
+    return data["mode"], SortPlan([(Path(s), Path(d)) for s, d in data["items"]], sort_dir=sort_dir)
 
 
 def _problem(rep: SortReport, log: Callable[[str], None], msg: str) -> None:

@@ -20,6 +20,7 @@ from patou.record import Detection, ImageRecord
 from patou.results import Run
 
 from . import review
+from .access import MAX_BODY, Folders, TokenAndBodyGuard, new_token
 from .files import Refused, safe_file, thumbnail
 from .runs import Registry
 
@@ -45,8 +46,12 @@ class Corrections(BaseModel):
 
 
 def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "patou-runs",
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, token: str | None = None,
+               allow_dirs: list[str | Path] | None = None, max_body: int = MAX_BODY) -> FastAPI:
+    """`token`: what every request must carry (app.state.token; made here when None). `allow_dirs`:
+    where runs and sorts from the page may read and write (default: results_dirs, runs_dir, cwd)."""
     reg = Registry([Path(p) for p in results_dirs], Path(runs_dir))
+    folders = Folders(allow_dirs if allow_dirs is not None else [*results_dirs, runs_dir, Path.cwd()])
 
     @asynccontextmanager
     async def lifespan(app):
@@ -56,6 +61,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
 
     app = FastAPI(title="patou", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.registry = reg
+    app.state.token = token or new_token()
+    app.state.folders = folders
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["quote"] = lambda s: quote(str(s), safe="/")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -64,6 +71,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     # A page on another site must not drive this one: only local Host names (DNS rebinding)...
     app.add_middleware(TrustedHostMiddleware,
                        allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost", "[::1]", "::1"])
+    # ...and no other local process or user without the start-up token (access.py)
+    app.add_middleware(TokenAndBodyGuard, token=app.state.token, max_body=max_body)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -247,6 +256,12 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         """The options of `patou run` (sorting is done afterwards, from the run page)."""
         inputs = [p.strip() for p in folder.splitlines() if p.strip()]
         try:
+            for p in inputs:
+                folders.check(p, "folder")
+            if out.strip():
+                folders.check(out.strip(), "results folder")
+            if model.strip():
+                folders.check(model.strip(), "model folder")
             options = dict(detection_threshold=detection_threshold, threshold=threshold, target=target.strip() or None,
                            event_gap=event_gap, site_depth=_int(site_depth), model=model.strip() or None,
                            threads=_int(threads), fast=fast, flip=not no_flip, resume=resume)
@@ -276,6 +291,10 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
             raise HTTPException(422, "from the page, sort by copy or link (move with `patou run --sort move`)")
         if not sort_dir.strip():
             raise HTTPException(422, "name the folder to sort into")
+        try:
+            folders.check(sort_dir.strip(), "sort folder")
+        except ValueError as e:
+            raise HTTPException(403, f"refused: {e}") from None
         messages: list[str] = []
         plan = plan_sort(review.corrected_records(review.items(run)), Path(sort_dir.strip()).expanduser())
         report = sort_files(plan, mode, dry_run=dry_run, log=messages.append)
@@ -341,5 +360,6 @@ def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
 
 def _box(d: Detection) -> dict:
     top = d.top()
-    return dict(bbox=[round(float(v), 4) for v in d.bbox], conf=round(d.conf, 3),
-                label=top[0] if top else d.category, score=round(top[1], 3) if top else None)
+    # scores unrounded: the page rounds once, so a box and its card never read 0.93 and 0.92
+    return dict(bbox=[round(float(v), 4) for v in d.bbox], conf=float(d.conf),
+                label=top[0] if top else d.category, score=float(top[1]) if top else None)
