@@ -26,9 +26,12 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Results folder (predictions.csv/.xlsx, megadetector.json, run.json)."),
     demo: bool = typer.Option(False, "--demo", help="Run on the bundled sample images."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json); default: bundled ImageNet roll-up."),
-    detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored; no box left = empty."),
+    detection_threshold: Optional[float] = typer.Option(None, help=f"Boxes below this detector confidence are ignored; no box left = empty [default: {DEFAULT_DETECTION_THRESHOLD}, or the --detections file's typical threshold]."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Class score below which the label is 'undefined'."),
     target: Optional[str] = typer.Option(None, help="A label (e.g. bear) whose score gets its own columns, for recall-first screening."),
+    detections: Optional[Path] = typer.Option(None, "--detections", help="MegaDetector batch-output JSON: use its boxes instead of the bundled detector for the files it lists."),
+    no_detector: bool = typer.Option(False, "--no-detector", help="Inputs are crops of one animal: each photo is one whole-image box, classified as usual."),
+    time_source: str = typer.Option("exif,filename", help="Where capture times come from, in order: exif, filename, mtime (mtime is opt-in: copies reset it)."),
     event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the input root that name the site (default: the whole parent folder)."),
     sort: Optional[str] = typer.Option(None, help="copy | move | link each image into SORT_DIR/<event label>/."),
@@ -70,6 +73,7 @@ def run_cmd(
                 target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
                 dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
                 video_frames=video_frames, engine=engine, address=address, workers=workers, log=log, progress=progress,
+                detections=detections, no_detector=no_detector, time_source=time_source,
             )
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import __version__
+from .detections_in import GivenBoxes, decide_direct
 from .media import decode
 from .models.classifier import Classifier
 from .models.detector import FAST_CARD, Detector
@@ -31,16 +32,19 @@ class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False, video: VideoSampling | None = None):
+                 fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None):
         self.detector = Detector(FAST_CARD if fast else None, threads=threads)
         self.classifier = Classifier(model, threads=threads, flip=flip)
         self.video = video or VideoSampling()
+        self.given = given  # boxes from a MegaDetector file or --no-detector, used instead of the detector
 
     def fingerprint(self, classify_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""
         parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
         if self.video != VideoSampling():  # default sampling keeps the fingerprints of photo-only runs
             parts.append(self.video.key())
+        if self.given is not None:
+            parts.append(self.given.key())
         for card in (self.detector.card, self.classifier.card):
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -49,11 +53,17 @@ class Models:
         """Decode and letterbox for the detector: the work that runs in the decoding threads.
 
         A photo gives (image, prepared); a video a list of (frame_number, image, prepared)."""
+        if record.failure:  # already failed before decoding (e.g. a MegaDetector failure entry)
+            return None
+        prepare = self.detector.preprocess
+        if self.given is not None and (self.given.whole_image or not is_video(record.path)) \
+                and self.given.covers(record):
+            prepare = lambda img: self.given.boxes(record)  # noqa: E731  a list of boxes, not a tensor
         if is_video(record.path):
             frames = read_frames(record, self.video)
-            return [(n, img, self.detector.preprocess(img)) for n, img in frames] or None
+            return [(n, img, prepare(img)) for n, img in frames] or None
         img = decode(record)
-        return (img, self.detector.preprocess(img)) if img is not None else None
+        return (img, prepare(img)) if img is not None else None
 
     def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
         """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
@@ -74,9 +84,15 @@ class Models:
             record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
 
     def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
-        x, ratio = prepared
-        detections = self.detector.detect_prepared(x, ratio, img.size)
-        boxes = [d for d in detections if d.conf >= classify_threshold]
+        if isinstance(prepared, list):  # given boxes: person/vehicle decided, other categories kept as they are
+            detections = prepared
+            for d in detections:
+                decide_direct(d, self.classifier.labels)
+            boxes = [d for d in detections if d.conf >= classify_threshold and d.category == "animal"]
+        else:
+            x, ratio = prepared
+            detections = self.detector.detect_prepared(x, ratio, img.size)
+            boxes = [d for d in detections if d.conf >= classify_threshold]
         if boxes:
             probs = self.classifier.classify(img, boxes)
             labels = self.classifier.labels
