@@ -176,3 +176,51 @@ def test_no_detector_classifies_crops_as_whole_images(real, tmp_path):
     assert info["options"]["no_detector"] is True
     with pytest.raises(ValueError, match="exclude each other"):
         run([crops], tmp_path / "o2", no_detector=True, detections=tmp_path / "x.json", log=lambda m: None)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("20210531082538-RCNX0031.JPG", "2021-05-31T08:25:38"),
+    ("2024-06-01 12-00-00.jpg", "2024-06-01T12:00:00"),
+    ("IMG_20240601_120000.jpg", "2024-06-01T12:00:00"),
+    ("CAM3_2023_12_24T23.59.07(2).JPG", "2023-12-24T23:59:07"),
+    ("RCNX0031.JPG", None),
+    ("20211399082538.jpg", None),  # month 13: not a date
+    ("IMG_120240601120000.jpg", None),  # inside a longer number
+])
+def test_filename_times(name, expected):
+    t = filename_time(name)
+    assert (t.isoformat() if t else None) == expected
+
+
+def test_time_source_option_is_checked():
+    assert parse_time_source("exif, filename ,mtime") == ["exif", "filename", "mtime"]
+    for bad in ("exif,gps", "", "exif,exif"):
+        with pytest.raises(ValueError, match="--time-source"):
+            parse_time_source(bad)
+
+
+def test_photos_without_exif_get_times_from_their_names(real, tmp_path):
+    """The heron frames re-saved without EXIF (as many transfers do): the file names still hold the time."""
+    bare = tmp_path / "site1"
+    bare.mkdir()
+    for p in sorted((real / HERON / "media").iterdir())[:4]:
+        with Image.open(p) as im:
+            im.save(bare / p.name, quality=90)  # Pillow writes no EXIF unless asked
+        os.utime(bare / p.name, (1_700_000_000, 1_700_000_000))
+    res = run([tmp_path], tmp_path / "out", no_detector=True, log=lambda m: None)
+    assert [r.timestamp_source for r in res.records] == ["filename"] * 4
+    assert [r.timestamp.isoformat() for r in res.records][:2] == ["2021-05-31T08:25:38", "2021-05-31T08:25:38"]
+    assert len({r.event_id for r in res.records}) == 1  # 3 s apart: one event, by time
+    rows = list(csv.DictReader(open(res.out / "predictions.csv")))
+    assert [r["timestamp_source"] for r in rows] == ["filename"] * 4
+
+    exif_only = run([tmp_path], tmp_path / "out2", no_detector=True, time_source="exif", log=lambda m: None)
+    assert all(r.timestamp is None and r.timestamp_source is None for r in exif_only.records)
+    from patou.outputs.camtrap_dp import export_camtrap_dp
+
+    with pytest.raises(ValueError, match=r"4 of 4 file names hold a date.*--time-source exif,filename"):
+        export_camtrap_dp(tmp_path / "out2", tmp_path / "dp", validate=False, log=lambda m: None)
+
+    mtime = run([tmp_path], tmp_path / "out3", no_detector=True, time_source="mtime,exif", log=lambda m: None)
+    assert {r.timestamp_source for r in mtime.records} == {"mtime"}
+    assert {r.timestamp.timestamp() for r in mtime.records} == {1_700_000_000}

@@ -206,7 +206,8 @@ def export_camtrap_dp_cmd(
     title: Optional[str] = typer.Option(None, help="Project title."),
     data_license: Optional[str] = typer.Option(None, help="Licence of the data, e.g. CC0-1.0 (with --media-license)."),
     media_license: Optional[str] = typer.Option(None, help="Licence of the photos, e.g. CC-BY-4.0 (with --data-license)."),
-    media_url: Optional[str] = typer.Option(None, help="Base URL where the photos are published (same layout as under the input folder); default: paths relative to the package."),
+    media_url: Optional[str] = typer.Option(None, help="Base URL where the photos are published (same layout as under the input folder); default: paths relative to the package (must stay inside it, see --media)."),
+    media: Optional[str] = typer.Option(None, "--media", help="copy | link the photos into PACKAGE/media/ (keeping the input tree): Camtrap DP paths must stay inside the package."),
     capture_method: str = typer.Option("activityDetection", help="activityDetection (motion trigger) or timeLapse."),
     taxonomy: Optional[Path] = typer.Option(None, help="CSV mapping labels to taxa (default: the bundled table, see README)."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the frictionless validation."),
@@ -218,7 +219,7 @@ def export_camtrap_dp_cmd(
         result = export_camtrap_dp(
             results_dir, out, deployments, utc_offset=utc_offset, sampling_design=sampling_design,
             contributors=contributor, title=title, data_license=data_license, media_license=media_license,
-            media_url=media_url, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
+            media_url=media_url, media=media, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
             log=lambda m: err.print(m, markup=False, highlight=False))
     except ValueError as e:
         _fail(e)
