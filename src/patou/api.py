@@ -74,6 +74,7 @@ def run(
     detections: str | Path | None = None,
     no_detector: bool = False,
     time_source: str | list[str] = DEFAULT_TIME_SOURCE,
+    detector_size: str | int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -100,7 +101,8 @@ def run(
         raise ValueError("--detections and --no-detector exclude each other")
     sources = parse_time_source(time_source)
     out = Path(out)
-    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames))
+    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
+                         detector_size=detector_size)
     models = Models(**model_options)
     if target and target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
@@ -212,7 +214,7 @@ def run(
         resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
         engine=engine, address=address, workers=workers, ray=ray_info,
         detections=str(detections) if detections else None, no_detector=no_detector, time_source=",".join(sources),
-        detection_threshold_from=threshold_note,
+        detection_threshold_from=threshold_note, detector_size=detector_size,
     ), _given_info(models.given))
     return result
 

@@ -32,6 +32,7 @@ def run_cmd(
     detections: Optional[Path] = typer.Option(None, "--detections", help="MegaDetector batch-output JSON: use its boxes instead of the bundled detector for the files it lists."),
     no_detector: bool = typer.Option(False, "--no-detector", help="Inputs are crops of one animal: each photo is one whole-image box, classified as usual."),
     time_source: str = typer.Option("exif,filename", help="Where capture times come from, in order: exif, filename, mtime (mtime is opt-in: copies reset it)."),
+    detector_size: Optional[str] = typer.Option(None, help="Detector input size: 960, 1280, or 640+1280 (two passes merged) for small or far animals; default 640 (see README)."),
     event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the input root that name the site (default: the whole parent folder)."),
     sort: Optional[str] = typer.Option(None, help="copy | move | link each image into SORT_DIR/<event label>/."),
@@ -73,7 +74,7 @@ def run_cmd(
                 target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
                 dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
                 video_frames=video_frames, engine=engine, address=address, workers=workers, log=log, progress=progress,
-                detections=detections, no_detector=no_detector, time_source=time_source,
+                detections=detections, no_detector=no_detector, time_source=time_source, detector_size=detector_size,
             )
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)

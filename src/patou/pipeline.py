@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .detections_in import GivenBoxes, decide_direct
-from .media import decode
+from .media import DECODE_SIDE, decode
 from .models.classifier import Classifier
-from .models.detector import FAST_CARD, Detector
+from .models.detector import FAST_CARD, Detector, MultiSizeDetector, parse_detector_size
 from .outputs.atomic import atomic_output
 from .record import Detection, ImageRecord
 from .video import VideoSampling, is_video, read_frames
@@ -32,8 +32,14 @@ class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None):
-        self.detector = Detector(FAST_CARD if fast else None, threads=threads)
+                 fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None,
+                 detector_size: str | int | None = None):
+        sizes = parse_detector_size(detector_size)
+        card = FAST_CARD if fast else None
+        self.detector = (MultiSizeDetector(card, threads, sizes) if sizes and len(sizes) > 1
+                         else Detector(card, threads=threads, input_size=sizes[0] if sizes else None))
+        # decode at least as large as the detector input (a 1280 input fed from 1024 px gains nothing)
+        self.decode_side = max(DECODE_SIDE, self.detector.input_size[0], self.detector.input_size[1])
         self.classifier = Classifier(model, threads=threads, flip=flip)
         self.video = video or VideoSampling()
         self.given = given  # boxes from a MegaDetector file or --no-detector, used instead of the detector
@@ -45,6 +51,8 @@ class Models:
             parts.append(self.video.key())
         if self.given is not None:
             parts.append(self.given.key())
+        if self.detector.input_size != tuple(self.detector.card.input_size) or hasattr(self.detector, "passes"):
+            parts.append(f"detector_size:{[d.input_size for d in getattr(self.detector, 'passes', [self.detector])]}")
         for card in (self.detector.card, self.classifier.card):
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -62,7 +70,7 @@ class Models:
         if is_video(record.path):
             frames = read_frames(record, self.video)
             return [(n, img, prepare(img)) for n, img in frames] or None
-        img = decode(record)
+        img = decode(record, self.decode_side)
         return (img, prepare(img)) if img is not None else None
 
     def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
