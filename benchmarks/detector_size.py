@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from patou.media import DECODE_SIDE, decode
 from patou.models.detector import FAST_CARD, Detector, merge_passes
 from patou.record import ImageRecord

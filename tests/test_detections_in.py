@@ -224,3 +224,24 @@ def test_photos_without_exif_get_times_from_their_names(real, tmp_path):
     mtime = run([tmp_path], tmp_path / "out3", no_detector=True, time_source="mtime,exif", log=lambda m: None)
     assert {r.timestamp_source for r in mtime.records} == {"mtime"}
     assert {r.timestamp.timestamp() for r in mtime.records} == {1_700_000_000}
+
+
+def test_cli_options_and_their_errors(real, tmp_path):
+    from typer.testing import CliRunner
+
+    from patou.cli import app
+
+    runner = CliRunner()
+    media = real / HERON / "media"
+    md = heron_md(real, tmp_path / "md.json")
+    r = runner.invoke(app, ["run", str(media), "--out", str(tmp_path / "out"), "--detections", str(md), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert len(rows) == 10 and all(row["label"] != "empty" and row["timestamp_source"] == "exif" for row in rows)
+    (tmp_path / "bad.json").write_text('{"images": 3}')
+    for args, msg in ((["--detections", str(tmp_path / "bad.json")], "not a MegaDetector batch file"),
+                      (["--detections", str(tmp_path / "none.json")], "cannot read"),
+                      (["--time-source", "exif,gps"], "--time-source"),
+                      (["--detector-size", "1000"], "--detector-size 1000")):
+        r = runner.invoke(app, ["run", str(media), "--out", str(tmp_path / "o2"), *args])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)

@@ -13,6 +13,9 @@ from typing import Callable
 
 from . import __version__
 from .decide import decide_event, decide_image
+from .detections_in import detector_summary
+from .detections_in import match as match_detections
+from .detections_in import no_detector as no_detector_boxes
 from .events import group_events
 from .media import scan
 from .outputs.atomic import atomic_output
@@ -20,9 +23,6 @@ from .outputs.corrections import load_corrections
 from .outputs.megadetector import write_megadetector_json
 from .outputs.sort import plan_sort, sort_files
 from .outputs.tables import write_csv, write_xlsx
-from .detections_in import detector_summary
-from .detections_in import match as match_detections
-from .detections_in import no_detector as no_detector_boxes
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
 from .results import RESULTS_VERSION, write_records

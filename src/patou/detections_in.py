@@ -144,7 +144,9 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[GivenBoxes, lis
         if f in used or root is None:
             continue
         p = Path(f) if Path(f).is_absolute() else root / f
-        missing.append(ImageRecord(path=p, root=root, failure=f"listed in {Path(path).name} but not found on disk"))
+        site = "/".join(Path(f).parent.parts) or "." if not Path(f).is_absolute() else ""
+        missing.append(ImageRecord(path=p, root=root, site=site,
+                                   failure=f"listed in {Path(path).name} but not found on disk"))
     other = Counter(cats.get(str(d.get("category")), "?") for boxes in given.by_path.values() for d in boxes
                     if cats.get(str(d.get("category"))) not in ("animal", *DIRECT_LABELS))
     notes = [f"detections from {path}: {len(used)} of {len(records)} inputs listed"
