@@ -2,8 +2,10 @@
 a person, a wolf), exported, validated offline with frictionless against Camtrap DP 1.0."""
 import csv
 import json
+import os
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -21,7 +23,34 @@ SPECIESNET = "speciesnet-cameratrapai/test_data"
 ENA24 = "zamba-ena24-small/tests/assets/images/ena24_small"
 ANIML = "animl-py-southwest/examples/Southwest"
 HUMAN = "StationB/B012_2021-05-27_human.jpg"
-OPTIONS = dict(sampling_design="targeted", contributors=["Ana Ruiz <ana@example.org>"])
+# media inside the package: Camtrap DP's filePath may not leave it (no "..")
+OPTIONS = dict(sampling_design="targeted", contributors=["Ana Ruiz <ana@example.org>"], media="link")
+OFFICIAL = Path(os.environ.get("PATOU_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/camtrap-real")
+                ).parent / "camtrap-dp-schemas"  # tdwg/camtrap-dp at tags 1.0, 1.0.1, 1.0.2 (test data)
+VERSIONS = ("1.0", "1.0.1", "1.0.2")
+
+
+def official_schemas(tmp_path, version):
+    """A folder with the official table schemas of `version` and the official 1.0 profile (the
+    version patou writes; the tables of 1.0.1 and 1.0.2 differ from 1.0 only in missingValues)."""
+    if not OFFICIAL.is_dir():
+        pytest.skip(f"official Camtrap DP schemas not found at {OFFICIAL}")
+    d = tmp_path / f"official-{version}"
+    d.mkdir(exist_ok=True)
+    shutil.copy(OFFICIAL / "1.0" / "camtrap-dp-profile.json", d)
+    for t in ("deployments", "media", "observations"):
+        shutil.copy(OFFICIAL / version / f"{t}-table-schema.json", d)
+    return d
+
+
+def export(results, out, *args, **kwargs):
+    """export_camtrap_dp, then the package is checked against the official schemas of every version."""
+    result = export_camtrap_dp(results, out, *args, **kwargs)
+    if OFFICIAL.is_dir():
+        for v in VERSIONS:
+            report = validate_package(out, official_schemas(out.parent, v))
+            assert report.valid, (v, report_lines(report)[:5])
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +143,7 @@ def test_missing_coordinates_are_asked_for_never_invented(run_dir, tmp_path):
 def test_export_validates_offline_and_a_broken_package_does_not(run_dir, deployments, tmp_path, offline):
     out = tmp_path / "pkg"
     warnings = []
-    result = export_camtrap_dp(run_dir, out, deployments, **OPTIONS, log=warnings.append)
+    result = export(run_dir, out, deployments, **OPTIONS, log=warnings.append)
     assert result.valid is True and result.problems == []
     report = validate_package(out)
     assert report.valid, report_lines(report)
@@ -150,7 +179,7 @@ def test_export_validates_offline_and_a_broken_package_does_not(run_dir, deploym
 
 def test_observations_follow_the_run_and_the_taxonomy(run_dir, deployments, tmp_path):
     out = tmp_path / "pkg"
-    export_camtrap_dp(run_dir, out, deployments, **OPTIONS, log=lambda m: None)
+    export(run_dir, out, deployments, **OPTIONS, log=lambda m: None)
     run, tax = load_run(run_dir), load_taxonomy()
     event_label = {r.event_id: r.event_label for r in run.records if r.event_id}
     rows = _read(out / "observations.csv")
@@ -188,8 +217,8 @@ def test_a_saved_correction_becomes_a_human_classification(run_dir, deployments,
     save_corrections(results, [(person.root, HUMAN, "human")], verified_by="Ana Ruiz")
 
     out = tmp_path / "pkg"
-    result = export_camtrap_dp(results, out, deployments, **OPTIONS, media_url="https://example.org/media",
-                               data_license="CC0-1.0", media_license="CC-BY-4.0", log=lambda m: None)
+    result = export(results, out, deployments, **{**OPTIONS, "media": None}, media_url="https://example.org/media",
+                    data_license="CC0-1.0", media_license="CC-BY-4.0", log=lambda m: None)
     assert result.valid, result.problems
     assert result.counts["human_verified_events"] == 1
     rows = [o for o in _read(out / "observations.csv") if o["eventID"] == person.event_id]
@@ -209,6 +238,7 @@ def test_cli_asks_then_exports(run_dir, deployments, tmp_path):
     r = runner.invoke(app, ["export-camtrap-dp", str(run_dir), "--out", str(out)])
     assert r.exit_code == 2 and "latitude and longitude" in r.output and TEMPLATE in r.output
     r = runner.invoke(app, ["export-camtrap-dp", str(run_dir), "--out", str(out), "--deployments", str(deployments),
+                            "--media", "copy",
                             "--sampling-design", "targeted", "--contributor", "Ana Ruiz <ana@example.org>"])
     assert r.exit_code == 0, r.output
     assert "valid Camtrap DP 1.0 package" in r.output
@@ -261,3 +291,44 @@ def test_the_camtrap_dp_example_dataset_validates_against_the_shipped_schemas(re
     assert report.valid, report_lines(report)[:10]
     rows = {t.name: t.stats["rows"] for t in report.tasks}
     assert (rows["deployments"], rows["media"], rows["observations"]) == (4, 423, 549)
+
+
+def test_media_stay_inside_the_package_or_are_urls(run_dir, deployments, tmp_path):
+    opts = {**OPTIONS, "media": None}
+    with pytest.raises(ValueError, match=r"outside the package folder.*--media copy or --media link.*--media-url"):
+        export_camtrap_dp(run_dir, tmp_path / "pkg", deployments, **opts, log=lambda m: None)
+    with pytest.raises(ValueError, match="not both"):
+        export_camtrap_dp(run_dir, tmp_path / "pkg", deployments, **OPTIONS, media_url="https://x.org/m")
+    out = tmp_path / "copied"
+    export(run_dir, out, deployments, **{**OPTIONS, "media": "copy"}, log=lambda m: None)
+    media = _read(out / "media.csv")
+    photos = run_dir.parent / "photos"
+    for m in media:  # the input tree, inside the package, the same bytes
+        assert m["filePath"].startswith("media/Station") and ".." not in m["filePath"]
+        assert (out / m["filePath"]).read_bytes() == (photos / m["filePath"][len("media/"):]).read_bytes()
+    # a re-export finds its copies in place; a different file under the name is never overwritten
+    (out / media[0]["filePath"]).write_bytes(b"not the photo")
+    warnings = []
+    export(run_dir, out, deployments, **{**OPTIONS, "media": "copy"}, log=warnings.append)
+    assert (out / media[0]["filePath"]).read_bytes() == b"not the photo"
+    assert any("clash" in w and media[0]["fileName"] in w for w in warnings), warnings
+
+
+def test_shipped_schemas_equal_the_official_ones_field_by_field(tmp_path):
+    """patou's transcribed table schemas against tdwg/camtrap-dp's files of 1.0, 1.0.1 and 1.0.2:
+    same fields in the same order, same type, format, constraints (incl. patterns) and unit."""
+    for version in VERSIONS:
+        official = official_schemas(tmp_path, version)
+        for table in ("deployments", "media", "observations"):
+            ours = json.loads((SCHEMA_DIR / f"{table}-table-schema.json").read_text(encoding="utf-8"))
+            theirs = json.loads((official / f"{table}-table-schema.json").read_text(encoding="utf-8"))
+            assert [f["name"] for f in ours["fields"]] == [f["name"] for f in theirs["fields"]], (version, table)
+            for a, b in zip(ours["fields"], theirs["fields"]):
+                for key in ("type", "format", "constraints", "unit"):
+                    assert a.get(key) == b.get(key), (version, table, a["name"], key)
+            for key in ("primaryKey", "foreignKeys"):
+                assert ours.get(key) == theirs.get(key), (version, table, key)
+            if version == "1.0":
+                assert ours["missingValues"] == theirs["missingValues"]
+    # the profile patou ships is the official 1.0 file, byte for byte
+    assert (SCHEMA_DIR / "camtrap-dp-profile.json").read_bytes() == (OFFICIAL / "1.0" / "camtrap-dp-profile.json").read_bytes()

@@ -37,7 +37,8 @@ from patou.models.yolox import STRIDES, yolox_tiny
 ZAMBA_VERSION = "2.7.2"
 CKPT = "object_detection/yolox/assets/yolox_tiny_640_20220528.pth"
 NAME = "megadetectorlite_yolox_tiny"
-SIZE = 640
+SIZE = 640  # the card's input size (zamba's); the graph takes any multiple of 32
+OTHER_SIZES = (960, 1280)  # `patou run --detector-size`: verified against torch like 640
 ZAMBA_CONF, NMS_IOU = 0.25, 0.45  # zamba's MegadetectorLiteYoloXConfig defaults
 OUTPUT_LAYOUT = (
     "raw: (N, 8400, 6) float32. Per anchor: [dx, dy, log_w, log_h] box regressions (not decoded), "
@@ -83,23 +84,23 @@ def export(model: torch.nn.Module, path: Path, source: str) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model, x, str(path), dynamo=False, opset_version=17, input_names=["images"], output_names=["raw"],
-            dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}},
+            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "raw": {0: "batch", 1: "anchors"}},
         )
     m = onnx.load(str(path))
     # the TorchScript exporter leaves the dims after the final transpose symbolic: state them
     with torch.no_grad():
         n_anchors, n_out = model(x).shape[1:]
     dims = m.graph.output[0].type.tensor_type.shape.dim
-    dims[0].dim_param, dims[1].dim_value, dims[2].dim_value = "batch", n_anchors, n_out
+    dims[0].dim_param, dims[1].dim_param, dims[2].dim_value = "batch", "anchors", n_out
     onnx.checker.check_model(m, full_check=True)
     # the weights file carries its own provenance, in case it travels without its card
     onnx.helper.set_model_props(m, {"licence": "MIT, Copyright (c) 2022 DrivenData Inc.", "source": source})
     onnx.save(m, str(path))
 
 
-def zamba_preprocess(img: Image.Image) -> np.ndarray:
+def zamba_preprocess(img: Image.Image, size: int = SIZE) -> np.ndarray:
     """Exactly zamba's MegadetectorLiteYoloX._preprocess, as the reference for our letterbox."""
-    arr = np.asarray(ImageOps.pad(img, (SIZE, SIZE), method=Image.BICUBIC, color=None, centering=(0, 0)))
+    arr = np.asarray(ImageOps.pad(img, (size, size), method=Image.BICUBIC, color=None, centering=(0, 0)))
     return np.moveaxis(np.ascontiguousarray(arr, dtype=np.float32), 2, 0)
 
 
@@ -111,22 +112,24 @@ def iou_xywh(a, b) -> float:
     return iw * ih / union if union > 0 else 0.0
 
 
-def verify(model: torch.nn.Module, card: ModelCard, paths: list[Path]) -> dict:
+def verify(model: torch.nn.Module, card: ModelCard, paths: list[Path], size: int = SIZE) -> dict:
     """Same images through zamba's preprocessing + torch and through patou's Detector (ONNX)."""
-    det = Detector(card, min_conf=ZAMBA_CONF)
+    det = Detector(card, min_conf=ZAMBA_CONF, input_size=size)
     images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
     ours = np.stack([det.preprocess(im)[0] for im in images])
-    ref = np.stack([zamba_preprocess(im) for im in images])
+    ref = np.stack([zamba_preprocess(im, size) for im in images])
     pre_diff = float(np.abs(ours - ref).max())
     with torch.no_grad():
         raw_t = model(torch.from_numpy(ref)).numpy()
     raw_o = det.session.run(None, {"images": ours})[0]  # whole set as one batch: checks the dynamic axis
     diff = np.abs(raw_t - raw_o)
-    ok = pre_diff == 0 and raw_o.shape == raw_t.shape == (len(paths), 8400, 6)
+    n_anchors = sum((size // s) ** 2 for s in STRIDES)
+    ok = pre_diff == 0 and raw_o.shape == raw_t.shape == (len(paths), n_anchors, 6)
+    print(f"input {size}x{size}:")
     worst_iou, worst_conf, n_boxes = 1.0, 0.0, 0
     print(f"{'image':60s} torch  onnx  top conf (torch / onnx)")
     for p, im, rt, ro in zip(paths, images, raw_t, raw_o):
-        ratio = min(SIZE / im.width, SIZE / im.height)
+        ratio = min(size / im.width, size / im.height)
         dt, do = det.postprocess(rt, ratio, im.size), det.postprocess(ro, ratio, im.size)
         same = len(dt) == len(do)
         for a, b in zip(dt, do):
@@ -138,6 +141,7 @@ def verify(model: torch.nn.Module, card: ModelCard, paths: list[Path]) -> dict:
         print(f"{p.relative_to(REAL) if p.is_relative_to(REAL) else p}"[:60].ljust(60), f"{len(dt):5d} {len(do):5d}  {top}", "" if same else "MISMATCH")
     ok &= diff.max() < 1e-2
     res = {
+        "input_size": size,
         "images": len(paths),
         "letterbox_max_abs_diff_vs_ImageOps_pad": pre_diff,
         "raw_max_abs_diff": float(diff.max()),
@@ -164,7 +168,9 @@ find animals in camera-trap frames. One class: `animal`. It is small and fast (o
 about 40 ms for the network and 65-70 ms a frame with letterboxing a 3 MP photo), but it is not
 MegaDetector v5: expect lower recall on small or hidden animals.
 
-- **Input** `images`: float32 (N, 3, 640, 640), RGB, pixel values 0..255 (no mean/std).
+- **Input** `images`: float32 (N, 3, 640, 640), RGB, pixel values 0..255 (no mean/std). Height
+  and width are free in the graph: `patou run --detector-size 960|1280` feeds larger letterboxes
+  (any multiple of 32), verified against torch at {sizes} as well.
 - **Resize**: letterbox, aspect kept, image pasted at the **top-left**, the rest filled with 0
   (black); bicubic, same geometry as `PIL.ImageOps.pad(img, (640, 640), centering=(0, 0))`.
   Boxes map back to the original image by dividing by `min(640 / W, 640 / H)`.
@@ -191,7 +197,7 @@ MegaDetector v5: expect lower recall on small or hidden animals.
 - Raw output max abs difference: {raw:.1e} (objectness/class scores: {score:.1e}).
 - Detections at conf >= {conf} after decode + NMS: {boxes} boxes, identical count on every image,
   min IoU {iou:.6f}, max conf difference {dconf:.1e}.
-"""
+{other_lines}"""
 
 
 def main() -> int:
@@ -231,11 +237,13 @@ def main() -> int:
     card_path = card.save(ASSETS / f"{NAME}.json")
 
     res = verify(model, card, paths)
-    if not res["agree"]:
+    others = {str(n): verify(model, card, paths, n) for n in OTHER_SIZES}
+    if not res["agree"] or not all(r["agree"] for r in others.values()):
         card_path.unlink()  # a card makes a model loadable: do not leave one for an unverified export
         print("VERIFICATION FAILED: card removed", file=sys.stderr)
         return 1
     card.extra["verification"] = res
+    card.extra["verification_other_sizes"] = others
     card.save(card_path)
 
     dist = Path(importlib.metadata.distribution("zamba").locate_file("")) / f"zamba-{ZAMBA_VERSION}.dist-info"
@@ -249,7 +257,11 @@ def main() -> int:
             ort=onnxruntime.__version__, torch=torch.__version__.split("+")[0], images=res["images"],
             pre=res["letterbox_max_abs_diff_vs_ImageOps_pad"], raw=res["raw_max_abs_diff"],
             score=res["score_max_abs_diff"], boxes=res["boxes_compared"], iou=res["min_box_iou"],
-            dconf=res["max_conf_diff"],
+            dconf=res["max_conf_diff"], sizes=", ".join(map(str, OTHER_SIZES)),
+            other_lines="".join(
+                f"- At {n}x{n}: raw max abs difference {r['raw_max_abs_diff']:.1e}, {r['boxes_compared']} boxes, "
+                f"min IoU {r['min_box_iou']:.6f}, max conf difference {r['max_conf_diff']:.1e}.\n"
+                for n, r in others.items()),
         )
     )
     print(f"wrote {onnx_path.name} ({onnx_path.stat().st_size / 1e6:.1f} MB), {card_path.name}, {NAME}.md, LICENSE-zamba-MIT.txt")

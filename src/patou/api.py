@@ -13,6 +13,9 @@ from typing import Callable
 
 from . import __version__
 from .decide import decide_event, decide_image
+from .detections_in import detector_summary
+from .detections_in import match as match_detections
+from .detections_in import no_detector as no_detector_boxes
 from .events import group_events
 from .media import MEDIA_EXTENSIONS, scan
 from .outputs.atomic import atomic_output
@@ -24,6 +27,7 @@ from .outputs.tables import write_csv, write_xlsx
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
 from .results import RESULTS_VERSION, write_records
+from .timestamps import DEFAULT_TIME_SOURCE, assign_times, parse_time_source
 from .video import VideoSampling
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -63,7 +67,7 @@ def run(
     *,
     demo: bool = False,
     model: str | Path | None = None,
-    detection_threshold: float = DEFAULT_DETECTION_THRESHOLD,
+    detection_threshold: float | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     target: str | None = None,
     event_gap: float = 20.0,
@@ -81,12 +85,19 @@ def run(
     address: str | None = None,
     workers: int | None = None,
     max_pixels: int | None = None,
+    detections: str | Path | None = None,
+    no_detector: bool = False,
+    time_source: str | list[str] = DEFAULT_TIME_SOURCE,
+    detector_size: str | int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Detect, classify, group into events and write every output into `out`.
 
     `progress(done, total)` is called after each image (the CLI draws its bar with it).
+    `detections`: a MegaDetector batch file whose boxes replace the bundled detector's for the
+    files it lists; `no_detector`: every photo is one box (inputs that are crops already).
+    `detection_threshold` defaults to the file's typical threshold, else 0.2.
     """
     t0 = time.perf_counter()
     if demo and inputs:
@@ -95,7 +106,7 @@ def run(
     if not inputs:
         raise ValueError("no input folder given (or use demo=True / --demo)")
     for name, v in (("--threshold", threshold), ("--detection-threshold", detection_threshold)):
-        if not 0.0 <= v <= 1.0:
+        if v is not None and not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, not {v:g}")
     for name, v in (("--event-gap", event_gap), ("--site-depth", site_depth), ("--max-pixels", max_pixels)):
         if v is not None and v < 0:
@@ -110,6 +121,9 @@ def run(
         raise ValueError(f"--engine must be local or ray, not {engine!r}")
     if engine == "local" and (address or workers):
         raise ValueError("--address and --workers need --engine ray")
+    if detections and no_detector:
+        raise ValueError("--detections and --no-detector exclude each other")
+    sources = parse_time_source(time_source)
     out = Path(out)
     # One run per results folder (released at the end, or by the kernel if this process dies).
     lock, finished = None, None
@@ -124,7 +138,7 @@ def run(
         kept = f"; results in {out} left as they were" if (out / "predictions.csv").exists() else ""
         raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
     model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, detector_size=detector_size)
     models = Models(**model_options)
     if target and target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
@@ -133,6 +147,20 @@ def run(
 
     for p in problems:
         log(f"warning: {p}")
+    threshold_note = None
+    if no_detector:
+        model_options["given"] = models.given = no_detector_boxes()
+    elif detections:
+        given, missing, notes = match_detections(detections, records)
+        model_options["given"] = models.given = given
+        records += missing
+        for n in notes:
+            log(n)
+        if detection_threshold is None and given.typical_threshold is not None:
+            detection_threshold = given.typical_threshold
+            threshold_note = f"typical_detection_threshold of {detections}"
+    if detection_threshold is None:
+        detection_threshold = DEFAULT_DETECTION_THRESHOLD
     t_scan = time.perf_counter()
 
     checkpoint = Checkpoint(out / ".patou" / "checkpoint.jsonl", models.fingerprint(detection_threshold))
@@ -171,6 +199,7 @@ def run(
         checkpoint.close()
     t_infer = time.perf_counter()
 
+    assign_times(records, sources)
     for r in records:
         decide_image(r, detection_threshold, threshold, target)
     for event in group_events(records, event_gap):
@@ -183,7 +212,7 @@ def run(
     write_megadetector_json(
         records,
         out / "megadetector.json",
-        detector_card_summary=models.detector.card.summary(),
+        detector_card_summary=detector_summary(models.given, models.detector.card.summary()),
         classifier_labels=models.classifier.labels,
         classifier_name=models.classifier.card.name,
         roots=sorted({r.root for r in records}, key=str) or inputs,
@@ -225,9 +254,21 @@ def run(
         site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
         resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
         engine=engine, address=address, workers=workers, ray=ray_info, max_pixels=max_pixels,
-    ))
+        detections=str(detections) if detections else None, no_detector=no_detector, time_source=",".join(sources),
+        detection_threshold_from=threshold_note, detector_size=detector_size,
+    ), _given_info(models.given))
     lock.release()
     return result
+
+
+def _given_info(given) -> dict | None:
+    """run.json's account of boxes that did not come from the bundled detector."""
+    if given is None:
+        return None
+    if given.whole_image:
+        return {"source": "no-detector (one box per photo or frame)"}
+    return {"source": given.source, "sha256_16": given.digest, "detector": given.info.get("detector"),
+            "format_version": given.info.get("format_version"), "files_listed_and_found": len(given.by_path)}
 
 
 def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run: bool, log) -> bool:
@@ -245,7 +286,7 @@ def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run:
     return not dry_run
 
 
-def _write_run_json(result: RunResult, models: Models, options: dict) -> None:
+def _write_run_json(result: RunResult, models: Models, options: dict, detections: dict | None = None) -> None:
     data = {
         "patou_version": __version__,
         "results_version": RESULTS_VERSION,
@@ -253,7 +294,8 @@ def _write_run_json(result: RunResult, models: Models, options: dict) -> None:
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "options": options,
-        "models": {"detector": models.detector.card.summary(), "classifier": models.classifier.card.summary()},
+        "models": {"detector": models.detector.card.summary(), "classifier": models.classifier.card.summary(),
+                   **({"detections": detections} if detections else {})},
         "counts": result.counts,
         "timings": result.timings,
         "problems": result.problems,

@@ -34,9 +34,13 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Results folder (predictions.csv/.xlsx, megadetector.json, run.json)."),
     demo: bool = typer.Option(False, "--demo", help="Run on the bundled sample images."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or an installed model's name (patou models); default: bundled ImageNet roll-up."),
-    detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored; no box left = empty."),
+    detection_threshold: Optional[float] = typer.Option(None, help=f"Boxes below this detector confidence are ignored; no box left = empty [default: {DEFAULT_DETECTION_THRESHOLD}, or the --detections file's typical threshold]."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Class score below which the label is 'undefined'."),
     target: Optional[str] = typer.Option(None, help="A label (e.g. bear) whose score gets its own columns, for recall-first screening."),
+    detections: Optional[Path] = typer.Option(None, "--detections", help="MegaDetector batch-output JSON: use its boxes instead of the bundled detector for the files it lists."),
+    no_detector: bool = typer.Option(False, "--no-detector", help="Inputs are crops of one animal: each photo is one whole-image box, classified as usual."),
+    time_source: str = typer.Option("exif,filename", help="Where capture times come from, in order: exif, filename, mtime (mtime is opt-in: copies reset it)."),
+    detector_size: Optional[str] = typer.Option(None, help="Detector input size: 960, 1280, or 640+1280 (two passes merged) for small or far animals; default 640 (see README)."),
     event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the input root that name the site (default: the whole parent folder)."),
     sort: Optional[str] = typer.Option(None, help="copy | move | link each image into SORT_DIR/<event label>/."),
@@ -80,6 +84,7 @@ def run_cmd(
             target=target, event_gap=event_gap, site_depth=site_depth, sort=sort, sort_dir=sort_dir,
             dry_run=dry_run, resume=resume, threads=threads, flip=not no_flip, fast=fast, video_fps=video_fps,
             video_frames=video_frames, engine=engine, address=address, workers=workers, max_pixels=max_pixels,
+            detections=detections, no_detector=no_detector, time_source=time_source, detector_size=detector_size,
             log=log, progress=progress,
         )
     except NothingToDo as e:
@@ -226,7 +231,8 @@ def export_camtrap_dp_cmd(
     title: Optional[str] = typer.Option(None, help="Project title."),
     data_license: Optional[str] = typer.Option(None, help="Licence of the data, e.g. CC0-1.0 (with --media-license)."),
     media_license: Optional[str] = typer.Option(None, help="Licence of the photos, e.g. CC-BY-4.0 (with --data-license)."),
-    media_url: Optional[str] = typer.Option(None, help="Base URL where the photos are published (same layout as under the input folder); default: paths relative to the package."),
+    media_url: Optional[str] = typer.Option(None, help="Base URL where the photos are published (same layout as under the input folder); default: paths relative to the package (must stay inside it, see --media)."),
+    media: Optional[str] = typer.Option(None, "--media", help="copy | link the photos into PACKAGE/media/ (keeping the input tree): Camtrap DP paths must stay inside the package."),
     capture_method: str = typer.Option("activityDetection", help="activityDetection (motion trigger) or timeLapse."),
     taxonomy: Optional[Path] = typer.Option(None, help="CSV mapping labels to taxa (default: the bundled table, see README)."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the frictionless validation."),
@@ -238,7 +244,7 @@ def export_camtrap_dp_cmd(
         result = export_camtrap_dp(
             results_dir, out, deployments, utc_offset=utc_offset, sampling_design=sampling_design,
             contributors=contributor, title=title, data_license=data_license, media_license=media_license,
-            media_url=media_url, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
+            media_url=media_url, media=media, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
             log=lambda m: err.print(m, markup=False, highlight=False))
     except ValueError as e:
         _fail(e)

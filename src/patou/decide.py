@@ -43,7 +43,7 @@ def _average(records: list[ImageRecord], threshold: float, target: str | None):
     scored = [r for r in records if r.scores]
     if not scored:
         return EMPTY, min(r.score for r in records), None, (0.0 if target else None)
-    labels = scored[0].scores.keys()
+    labels = dict.fromkeys(k for r in scored for k in r.scores)  # MD person/vehicle may add a label
     mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
     top = max(mean, key=mean.get)
     score = mean[top]

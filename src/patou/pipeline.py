@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import __version__
-from .media import decode
+from .detections_in import GivenBoxes, decide_direct
+from .media import DECODE_SIDE, decode
 from .models.classifier import Classifier
-from .models.detector import FAST_CARD, Detector
+from .models.detector import FAST_CARD, Detector, MultiSizeDetector, parse_detector_size
 from .outputs.atomic import atomic_output
 from .record import Detection, ImageRecord
 from .video import VideoSampling, is_video, read_frames
@@ -31,17 +32,30 @@ class Models:
     """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False, video: VideoSampling | None = None, max_pixels: int | None = None):
+                 fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None,
+                 detector_size: str | int | None = None, max_pixels: int | None = None):
         self.max_pixels = max_pixels  # decode cap (media.MAX_PIXELS when None)
-        self.detector = Detector(FAST_CARD if fast else None, threads=threads)
+        sizes = parse_detector_size(detector_size)
+        card = FAST_CARD if fast else None
+        self.detector = (MultiSizeDetector(card, threads, sizes) if sizes and len(sizes) > 1
+                         else Detector(card, threads=threads, input_size=sizes[0] if sizes else None))
+        # decode at least as large as the detector input (a 1280 input fed from 1024 px gains nothing)
+        self.decode_side = max(DECODE_SIDE, self.detector.input_size[0], self.detector.input_size[1])
         self.classifier = Classifier(model, threads=threads, flip=flip)
         self.video = video or VideoSampling()
+        self.given = given  # boxes from a MegaDetector file or --no-detector, used instead of the detector
 
     def fingerprint(self, classify_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""
         parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
         if self.video != VideoSampling():  # default sampling keeps the fingerprints of photo-only runs
             parts.append(self.video.key())
+        if self.given is not None:
+            parts.append(self.given.key())
+        if self.max_pixels is not None:  # a photo refused under one cap may decode under another
+            parts.append(f"max_pixels:{self.max_pixels}")
+        if self.detector.input_size != tuple(self.detector.card.input_size) or hasattr(self.detector, "passes"):
+            parts.append(f"detector_size:{[d.input_size for d in getattr(self.detector, 'passes', [self.detector])]}")
         for card in (self.detector.card, self.classifier.card):
             parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -50,11 +64,17 @@ class Models:
         """Decode and letterbox for the detector: the work that runs in the decoding threads.
 
         A photo gives (image, prepared); a video a list of (frame_number, image, prepared)."""
+        if record.failure:  # already failed before decoding (e.g. a MegaDetector failure entry)
+            return None
+        prepare = self.detector.preprocess
+        if self.given is not None and (self.given.whole_image or not is_video(record.path)) \
+                and self.given.covers(record):
+            prepare = lambda img: self.given.boxes(record)  # noqa: E731  a list of boxes, not a tensor
         if is_video(record.path):
             frames = read_frames(record, self.video)
-            return [(n, img, self.detector.preprocess(img)) for n, img in frames] or None
-        img = decode(record, max_pixels=self.max_pixels)
-        return (img, self.detector.preprocess(img)) if img is not None else None
+            return [(n, img, prepare(img)) for n, img in frames] or None
+        img = decode(record, self.decode_side, max_pixels=self.max_pixels)
+        return (img, prepare(img)) if img is not None else None
 
     def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
         """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
@@ -75,9 +95,15 @@ class Models:
             record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
 
     def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
-        x, ratio = prepared
-        detections = self.detector.detect_prepared(x, ratio, img.size)
-        boxes = [d for d in detections if d.conf >= classify_threshold]
+        if isinstance(prepared, list):  # given boxes: person/vehicle decided, other categories kept as they are
+            detections = prepared
+            for d in detections:
+                decide_direct(d, self.classifier.labels)
+            boxes = [d for d in detections if d.conf >= classify_threshold and d.category == "animal"]
+        else:
+            x, ratio = prepared
+            detections = self.detector.detect_prepared(x, ratio, img.size)
+            boxes = [d for d in detections if d.conf >= classify_threshold]
         if boxes:
             probs = self.classifier.classify(img, boxes)
             labels = self.classifier.labels

@@ -58,6 +58,8 @@ class ImageRecord:
     # videos only (video.py): frames per second and the frame numbers analysed
     frame_rate: float | None = None
     frames_processed: list[int] | None = None
+    # where `timestamp` came from: exif | filename | mtime (see timestamps.py); None = no time
+    timestamp_source: str | None = None
 
     @property
     def rel(self) -> str:

@@ -106,11 +106,16 @@ class Detector:
         min_conf: float = 0.05,
         nms_iou: float | None = None,
         max_detections: int = 100,
+        input_size: int | None = None,
     ):
         self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
         if self.card.task != "detection":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a detection model")
-        self.input_size = tuple(self.card.input_size)
+        # YOLOX is fully convolutional: a model exported with free height/width runs at any
+        # multiple of 32 (`--detector-size`); small, far animals get more pixels
+        self.input_size = (input_size, input_size) if input_size else tuple(self.card.input_size)
+        if input_size is not None and (input_size % 32 or input_size < 64):
+            raise ValueError(f"--detector-size {input_size}: must be a multiple of 32 (e.g. 640, 960, 1280)")
         self.strides = tuple(self.card.extra.get("strides", (8, 16, 32)))
         self.min_conf = min_conf
         self.nms_iou = self.card.extra.get("nms_iou", 0.45) if nms_iou is None else nms_iou
@@ -122,6 +127,14 @@ class Detector:
         self.session = cpu_session(self.card.onnx_path, threads)  # ORT only imported here
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        self.check_size()
+
+    def check_size(self) -> None:
+        fixed = [d for d in self.session.get_inputs()[0].shape[2:] if isinstance(d, int)]
+        if fixed and tuple(fixed) != self.input_size:
+            raise ValueError(f"{self.card.onnx_path.name}: exported for {fixed[0]}x{fixed[-1]} input only; "
+                             f"--detector-size {self.input_size[0]} needs a model exported with free height and "
+                             "width (tools/convert_detector.py)")
 
     def preprocess(self, img: Image.Image) -> tuple[np.ndarray, float]:
         """(3, H, W) float32 network input and the letterbox ratio."""
@@ -180,3 +193,61 @@ class Detector:
                 )
             )
         return out
+
+
+def merge_passes(passes: list[list[Detection]], iou_threshold: float) -> list[Detection]:
+    """Boxes of several passes over one image (e.g. 640 and 1280 inputs), NMS'd together per
+    category, highest conf first: a box both passes found is kept once, at its best conf."""
+    dets = [d for p in passes for d in p]
+    if not dets:
+        return []
+    boxes = np.array([(x, y, x + w, y + h) for x, y, w, h in (d.bbox for d in dets)], dtype=np.float64)
+    conf = np.array([d.conf for d in dets])
+    keep = []
+    for c in sorted({d.category for d in dets}):
+        idx = np.flatnonzero([d.category == c for d in dets])
+        keep.extend(idx[nms(boxes[idx], conf[idx], iou_threshold)])
+    return [dets[k] for k in sorted(keep, key=lambda k: (-conf[k], k))]
+
+
+def parse_detector_size(value: str | int | None) -> tuple[int, ...] | None:
+    """`--detector-size`: 960, 1280, or passes joined by '+' (640+1280: both, merged)."""
+    if value is None or value == "":
+        return None
+    try:
+        sizes = tuple(int(v) for v in str(value).split("+"))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s % 32 or s < 64 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise ValueError(f"--detector-size {value}: give multiples of 32, e.g. 960, 1280 or 640+1280")
+    return sizes
+
+
+class MultiSizeDetector:
+    """Several input sizes over one ONNX session, boxes merged (`--detector-size 640+1280`):
+    the larger pass finds small, far animals, the 640 pass keeps the large ones it was trained on."""
+
+    def __init__(self, card=None, threads: int | None = None, sizes: tuple[int, ...] = (640, 1280)):
+        import copy
+
+        first = Detector(card, threads=threads, input_size=sizes[0])
+        self.passes = [first]
+        for s in sizes[1:]:
+            d = copy.copy(first)  # shares the session; only the letterbox size differs
+            d.input_size = (s, s)
+            d.check_size()
+            self.passes.append(d)
+        self.card, self.nms_iou = first.card, first.nms_iou
+        self.input_size = max(d.input_size for d in self.passes)
+
+    def preprocess(self, img: Image.Image):
+        """(inputs, ratios) of every pass, so `x, ratio = prepared` callers work unchanged."""
+        prepared = [d.preprocess(img) for d in self.passes]
+        return [x for x, _ in prepared], [r for _, r in prepared]
+
+    def detect_prepared(self, xs, ratios, image_size) -> list[Detection]:
+        return merge_passes([d.detect_prepared(x, r, image_size) for d, x, r in zip(self.passes, xs, ratios)],
+                            self.nms_iou)
+
+    def detect(self, img: Image.Image) -> list[Detection]:
+        return self.detect_prepared(*self.preprocess(img), img.size)

@@ -36,11 +36,17 @@ from .camtrap_dp_deployments import (
     parse_utc_offset, read_deployments_csv, site_deployments, write_template,
 )
 from .camtrap_dp_validate import PROFILE_URL, TABLES, load_table_schema, report_lines, schema_url
+from ..timestamps import suggest_time_source
 from .corrections import load_corrections
+from .sort import SortPlan, sort_files
 
 TAXONOMY = Path(__file__).with_name("camtrap_dp_taxonomy.csv")
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
 CAPTURE_METHODS = ("activityDetection", "timeLapse")
+MEDIA_MODES = ("copy", "link")
+MEDIA_DIR = "media"
+# the official media.filePath pattern (Camtrap DP 1.0-1.0.2): inside the package, or a URL
+FILE_PATH = re.compile(r"^(?=^[^./~])(^((?!\.{2}).)*$).*$")
 CONTRIBUTOR_ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
 TAXON_KEYS = ("taxonRank", "kingdom", "phylum", "class", "order", "family", "genus")
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species", "subspecies")
@@ -118,6 +124,7 @@ def export_camtrap_dp(
     data_license: str | None = None,
     media_license: str | None = None,
     media_url: str | None = None,
+    media: str | None = None,
     capture_method: str = "activityDetection",
     taxonomy: str | Path | None = None,
     validate: bool = True,
@@ -134,6 +141,10 @@ def export_camtrap_dp(
         raise ValueError(f"--sampling-design must be one of {', '.join(SAMPLING_DESIGNS)}, not {sampling_design!r}")
     if capture_method not in CAPTURE_METHODS:
         raise ValueError(f"--capture-method must be one of {', '.join(CAPTURE_METHODS)}, not {capture_method!r}")
+    if media and media not in MEDIA_MODES:
+        raise ValueError(f"--media must be {' or '.join(MEDIA_MODES)}, not {media!r}")
+    if media and media_url:
+        raise ValueError("give --media (files inside the package) or --media-url (published files), not both")
     if bool(data_license) != bool(media_license):
         raise ValueError("Camtrap DP needs both licences or none: give --data-license and --media-license")
     people = [parse_contributor(c) for c in contributors or []]
@@ -156,10 +167,12 @@ def export_camtrap_dp(
     usable = [r for r in readable if r.timestamp is not None]
     if len(readable) > len(usable):
         untimed = [r.rel for r in readable if r.timestamp is None]
-        warn(f"{len(untimed)} image(s) have no EXIF capture time and are left out (Camtrap DP requires one): "
+        warn(f"{len(untimed)} image(s) have no capture time and are left out (Camtrap DP requires one): "
              + ", ".join(untimed[:5]) + (" ..." if len(untimed) > 5 else ""))
     if not usable:
-        raise ValueError(f"{results_dir}: no readable image with a capture time: nothing to export")
+        hint = suggest_time_source([r for r in readable if r.timestamp is None]) if readable else ""
+        raise ValueError(f"{results_dir}: no readable image with a capture time: nothing to export"
+                         + (f"; {hint}" if hint else ""))
 
     deps = site_deployments(usable)
     if deployments:
@@ -190,11 +203,15 @@ def export_camtrap_dp(
                               + "\n  - ".join(missing) + how)
 
     build = _Builder(run, deps, load_corrections(results_dir), tax, warn)
-    media_rows = build.media_rows(out, media_url, capture_method)
+    media_rows, placements = build.media_rows(out, media_url, media, capture_method)
     obs_rows = [row for event in events_of(usable) for row in build.observation_rows(event)]
     dep_rows = build.deployment_rows(deployments)
 
     out.mkdir(parents=True, exist_ok=True)
+    if media:  # the photos inside the package, in their input tree; never overwriting a different file
+        report = sort_files(SortPlan(placements, out / MEDIA_DIR), media, log=lambda m: None)
+        for msg in report.messages:
+            warn(msg)
     descriptor = _descriptor(run, dep_rows, obs_rows, tax, people, title, sampling_design, capture_method,
                              data_license, media_license)
     for table, rows in (("deployments", dep_rows), ("media", media_rows), ("observations", obs_rows)):
@@ -269,26 +286,39 @@ class _Builder:
             per_image = [[d for d in boxes if _top_label(d) == label] for boxes in per_image]
         return max(map(len, per_image), default=0) or None
 
-    def media_rows(self, out: Path, media_url: str | None, capture_method: str) -> list[dict]:
-        rows = []
+    def media_rows(self, out: Path, media_url: str | None, media: str | None,
+                   capture_method: str) -> tuple[list[dict], list[tuple[Path, Path]]]:
+        """The media table, and (source, destination) of each file --media puts in the package.
+
+        Camtrap DP's filePath is a URL or a path inside the package (no leading . / ~, no ..)."""
+        rows, placements = [], []
+        several_roots = len({r.root for d in self.deps for r in d.records}) > 1
         for d in self.deps:
             for r in d.records:
                 # people's photos stay private wherever they are hosted
                 private = "human" in (r.label, r.event_label, (self.correction(r) or {}).get("label"))
                 if media_url:
                     file_path = media_url.rstrip("/") + "/" + r.rel
+                elif media:
+                    file_path = f"{MEDIA_DIR}/{r.root.name + '/' if several_roots else ''}{r.rel}"
+                    placements.append((r.path, out / file_path))
                 else:
                     try:
                         file_path = Path(os.path.relpath(r.path, out.resolve())).as_posix()
                     except ValueError:  # another drive (Windows)
                         file_path = r.path.as_posix()
+                    if not FILE_PATH.match(file_path):
+                        raise ValueError(
+                            f"{r.path}: outside the package folder {out}, and Camtrap DP's media.filePath must "
+                            "stay inside it (no '..'): give --media copy or --media link to put the photos in "
+                            "the package, or --media-url URL where they are published")
                 rows.append({
                     "mediaID": _media_id(r), "deploymentID": d.id, "captureMethod": capture_method,
                     "timestamp": iso(self.when(r)), "filePath": file_path,
                     "filePublic": "true" if media_url and not private else "false", "fileName": r.path.name,
                     "fileMediatype": mimetypes.guess_type(r.path.name)[0] or f"image/{r.path.suffix.lstrip('.').lower()}",
                 })
-        return rows
+        return rows, placements
 
     def observation_rows(self, event: list[ImageRecord]) -> list[dict]:
         """The event's observation(s), then one media-level row per box of its images."""

@@ -13,7 +13,7 @@ from patou.outputs.atomic import atomic_output
 from patou.record import EMPTY, ImageRecord, in_output_order
 from patou.video import is_video
 
-BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "width", "height", "detections",
+BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "timestamp_source", "width", "height", "detections",
                 "max_detection_conf", "label", "score", "event_label", "event_score"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
 VIDEO_COLUMNS = ["frame_rate", "frames_processed"]  # only when the run has videos
@@ -42,7 +42,7 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
         # A failed file was never looked at: its box count is unknown, not zero.
         n_boxes = None if r.failure else sum(c >= detection_threshold for c in confs)
         row = [r.rel, str(r.root), r.site, r.event_id,
-               r.timestamp.isoformat() if r.timestamp else None, r.width, r.height, n_boxes,
+               r.timestamp.isoformat() if r.timestamp else None, r.timestamp_source, r.width, r.height, n_boxes,
                _r(max(confs)) if confs else None, r.label, _r(r.score), r.event_label,
                _r(r.event_score)]
         if target:

@@ -179,7 +179,7 @@ def _destination(out_dir: Path, name: str, fp32: ModelCard) -> Path:
 
 def _write_card(fp32: ModelCard, onnx_path: Path, quantization: dict) -> ModelCard:
     extra = dict(fp32.extra or {})
-    for k in ("onnx_sha256", "verification"):  # the fp32 file's, not true of this one
+    for k in ("onnx_sha256", "verification", "verification_other_sizes"):  # the fp32 file's, not true of this one
         extra.pop(k, None)
     quantization.update(size_mb_fp32=_size_mb(fp32.onnx_path), size_mb_int8=_size_mb(onnx_path),
                         fp32_onnx_sha256=_sha256(fp32.onnx_path))
