@@ -127,137 +127,140 @@ def run(
     out = Path(out)
     # One run per results folder (released at the end, or by the kernel if this process dies).
     lock, finished = None, None
-    pending = out / ".patou" / "sort-plan.json"
-    if pending.is_file():  # a killed run's sort: finish it as planned before looking at the inputs
-        lock = OutLock(out)
-        finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log)
-    records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
-    if not records:  # never replace earlier results with empty ones
-        why = "; ".join(problems) or (f"no image or video in {', '.join(map(str, inputs))} "
-                                      f"({', '.join(sorted(MEDIA_EXTENSIONS))})")
-        kept = f"; results in {out} left as they were" if (out / "predictions.csv").exists() else ""
-        raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
-    model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
-                         max_pixels=max_pixels, detector_size=detector_size)
-    models = Models(**model_options)
-    if target and target not in models.classifier.labels:
-        raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
-    lock = lock or OutLock(out)
-    clean_stale_temps(out)
-
-    for p in problems:
-        log(f"warning: {p}")
-    threshold_note = None
-    if no_detector:
-        model_options["given"] = models.given = no_detector_boxes()
-    elif detections:
-        given, missing, notes = match_detections(detections, records)
-        model_options["given"] = models.given = given
-        records += missing
-        for n in notes:
-            log(n)
-        if detection_threshold is None and given.typical_threshold is not None:
-            detection_threshold = given.typical_threshold
-            threshold_note = f"typical_detection_threshold of {detections}"
-    if detection_threshold is None:
-        detection_threshold = DEFAULT_DETECTION_THRESHOLD
-    t_scan = time.perf_counter()
-
-    checkpoint = Checkpoint(out / ".patou" / "checkpoint.jsonl", models.fingerprint(detection_threshold))
-    done = checkpoint.load() if resume else {}
-    checkpoint.open(fresh=not resume)
-    todo = []
-    for i, r in enumerate(records):
-        if str(r.path) in done:
-            prev = done[str(r.path)]
-            prev.root, prev.site = r.root, r.site  # options of this run, not of the checkpoint
-            records[i] = prev
-        else:
-            todo.append(r)
-    if done:
-        log(f"resuming: {len(records) - len(todo)} of {len(records)} images already done")
-    n_done = len(records) - len(todo)
-
-    def on_done(r: ImageRecord) -> None:
-        nonlocal n_done
-        n_done += 1
-        if r.failure:
-            log(f"failed: {r.path}: {r.failure}")
-        if progress:
-            progress(n_done, len(records))
-
-    ray_info = None
     try:
-        if engine == "ray":  # the same analysis on Ray workers; decide/group/write stay here
-            from .ray_engine import process_on_ray
+        pending = out / ".patou" / "sort-plan.json"
+        if pending.is_file():  # a killed run's sort: finish it as planned before looking at the inputs
+            lock = OutLock(out)
+            finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log)
+        records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
+        if not records:  # never replace earlier results with empty ones
+            why = "; ".join(problems) or (f"no image or video in {', '.join(map(str, inputs))} "
+                                          f"({', '.join(sorted(MEDIA_EXTENSIONS))})")
+            kept = f"; results in {out} left as they were" if (out / "predictions.csv").exists() else ""
+            raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
+        model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
+                             max_pixels=max_pixels, detector_size=detector_size)
+        models = Models(**model_options)
+        if target and target not in models.classifier.labels:
+            raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
+        lock = lock or OutLock(out)
+        clean_stale_temps(out)
 
-            ray_info = process_on_ray(todo, model_options, detection_threshold, checkpoint, on_done,
-                                      workers=workers, address=address)
-        else:
-            process(todo, models, detection_threshold, checkpoint, on_done)
-    finally:
-        checkpoint.close()
-    t_infer = time.perf_counter()
+        for p in problems:
+            log(f"warning: {p}")
+        threshold_note = None
+        if no_detector:
+            model_options["given"] = models.given = no_detector_boxes()
+        elif detections:
+            given, missing, notes = match_detections(detections, records)
+            model_options["given"] = models.given = given
+            records += missing
+            for n in notes:
+                log(n)
+            if detection_threshold is None and given.typical_threshold is not None:
+                detection_threshold = given.typical_threshold
+                threshold_note = f"typical_detection_threshold of {detections}"
+        if detection_threshold is None:
+            detection_threshold = DEFAULT_DETECTION_THRESHOLD
+        t_scan = time.perf_counter()
 
-    assign_times(records, sources)
-    for r in records:
-        decide_image(r, detection_threshold, threshold, target)
-    for event in group_events(records, event_gap):
-        decide_event(event, threshold, target)
+        checkpoint = Checkpoint(out / ".patou" / "checkpoint.jsonl", models.fingerprint(detection_threshold))
+        done = checkpoint.load() if resume else {}
+        checkpoint.open(fresh=not resume)
+        todo = []
+        for i, r in enumerate(records):
+            if str(r.path) in done:
+                prev = done[str(r.path)]
+                prev.root, prev.site = r.root, r.site  # options of this run, not of the checkpoint
+                records[i] = prev
+            else:
+                todo.append(r)
+        if done:
+            log(f"resuming: {len(records) - len(todo)} of {len(records)} images already done")
+        n_done = len(records) - len(todo)
 
-    out.mkdir(parents=True, exist_ok=True)
-    corrections = load_corrections(out)  # a re-run keeps what people corrected
-    write_csv(records, out / "predictions.csv", detection_threshold, target, corrections)
-    write_xlsx(records, out / "predictions.xlsx", detection_threshold, target, corrections)
-    write_megadetector_json(
-        records,
-        out / "megadetector.json",
-        detector_card_summary=detector_summary(models.given, models.detector.card.summary()),
-        classifier_labels=models.classifier.labels,
-        classifier_name=models.classifier.card.name,
-        roots=sorted({r.root for r in records}, key=str) or inputs,
-        typical_detection_threshold=detection_threshold,
-    )
-    write_records(records, out)
-    t_write = time.perf_counter()
+        def on_done(r: ImageRecord) -> None:
+            nonlocal n_done
+            n_done += 1
+            if r.failure:
+                log(f"failed: {r.path}: {r.failure}")
+            if progress:
+                progress(n_done, len(records))
 
-    result = RunResult(records, out, problems)
-    if sort:
-        plan = plan_sort(records, Path(sort_dir))
-        if not dry_run:
-            save_plan(plan, sort, pending)
-        report = sort_files(plan, sort, dry_run=dry_run, log=log)
-        pending.unlink(missing_ok=True)
-        log(report.summary())
-        result.counts["sort"] = {k: getattr(report, k) for k in ("planned", "done", "skipped", "clashes", "errors")}
+        ray_info = None
+        try:
+            if engine == "ray":  # the same analysis on Ray workers; decide/group/write stay here
+                from .ray_engine import process_on_ray
 
-    n_ok = sum(r.failure is None for r in records)
-    result.counts.update(
-        images=len(records),
-        failures=len(records) - n_ok,
-        events=len({r.event_id for r in records if r.event_id}),
-        labels=dict(Counter(r.label for r in records if r.label)),
-        event_labels=dict(Counter({r.event_id: r.event_label for r in records if r.event_id}.values())),
-        resumed=len(records) - len(todo),
-    )
-    n_new = len(todo)
-    result.timings = {
-        "scan_s": round(t_scan - t0, 3),
-        "inference_s": round(t_infer - t_scan, 3),
-        "write_s": round(t_write - t_infer, 3),
-        "total_s": round(time.perf_counter() - t0, 3),
-        "images_per_s": round(n_new / (t_infer - t_scan), 2) if n_new and t_infer > t_scan else None,
-    }
-    _write_run_json(result, models, dict(
-        inputs=[str(p) for p in inputs], out=str(out), demo=demo, model=str(model) if model else None,
-        detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
-        site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
-        resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
-        engine=engine, address=address, workers=workers, ray=ray_info, max_pixels=max_pixels,
-        detections=str(detections) if detections else None, no_detector=no_detector, time_source=",".join(sources),
-        detection_threshold_from=threshold_note, detector_size=detector_size,
-    ), _given_info(models.given))
-    lock.release()
+                ray_info = process_on_ray(todo, model_options, detection_threshold, checkpoint, on_done,
+                                          workers=workers, address=address)
+            else:
+                process(todo, models, detection_threshold, checkpoint, on_done)
+        finally:
+            checkpoint.close()
+        t_infer = time.perf_counter()
+
+        assign_times(records, sources)
+        for r in records:
+            decide_image(r, detection_threshold, threshold, target)
+        for event in group_events(records, event_gap):
+            decide_event(event, threshold, target)
+
+        out.mkdir(parents=True, exist_ok=True)
+        corrections = load_corrections(out)  # a re-run keeps what people corrected
+        write_csv(records, out / "predictions.csv", detection_threshold, target, corrections)
+        write_xlsx(records, out / "predictions.xlsx", detection_threshold, target, corrections)
+        write_megadetector_json(
+            records,
+            out / "megadetector.json",
+            detector_card_summary=detector_summary(models.given, models.detector.card.summary()),
+            classifier_labels=models.classifier.labels,
+            classifier_name=models.classifier.card.name,
+            roots=sorted({r.root for r in records}, key=str) or inputs,
+            typical_detection_threshold=detection_threshold,
+        )
+        write_records(records, out)
+        t_write = time.perf_counter()
+
+        result = RunResult(records, out, problems)
+        if sort:
+            plan = plan_sort(records, Path(sort_dir))
+            if not dry_run:
+                save_plan(plan, sort, pending)
+            report = sort_files(plan, sort, dry_run=dry_run, log=log)
+            pending.unlink(missing_ok=True)
+            log(report.summary())
+            result.counts["sort"] = {k: getattr(report, k) for k in ("planned", "done", "skipped", "clashes", "errors")}
+
+        n_ok = sum(r.failure is None for r in records)
+        result.counts.update(
+            images=len(records),
+            failures=len(records) - n_ok,
+            events=len({r.event_id for r in records if r.event_id}),
+            labels=dict(Counter(r.label for r in records if r.label)),
+            event_labels=dict(Counter({r.event_id: r.event_label for r in records if r.event_id}.values())),
+            resumed=len(records) - len(todo),
+        )
+        n_new = len(todo)
+        result.timings = {
+            "scan_s": round(t_scan - t0, 3),
+            "inference_s": round(t_infer - t_scan, 3),
+            "write_s": round(t_write - t_infer, 3),
+            "total_s": round(time.perf_counter() - t0, 3),
+            "images_per_s": round(n_new / (t_infer - t_scan), 2) if n_new and t_infer > t_scan else None,
+        }
+        _write_run_json(result, models, dict(
+            inputs=[str(p) for p in inputs], out=str(out), demo=demo, model=str(model) if model else None,
+            detection_threshold=detection_threshold, threshold=threshold, target=target, event_gap=event_gap,
+            site_depth=site_depth, sort=sort, sort_dir=str(sort_dir) if sort_dir else None, dry_run=dry_run,
+            resume=resume, threads=threads, flip=flip, fast=fast, video_fps=video_fps, video_frames=video_frames,
+            engine=engine, address=address, workers=workers, ray=ray_info, max_pixels=max_pixels,
+            detections=str(detections) if detections else None, no_detector=no_detector, time_source=",".join(sources),
+            detection_threshold_from=threshold_note, detector_size=detector_size,
+        ), _given_info(models.given))
+    finally:  # also on an error: a Python caller may go on and run again into the folder
+        if lock is not None:
+            lock.release()
     return result
 
 
