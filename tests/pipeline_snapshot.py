@@ -42,6 +42,59 @@ def snapshot(real: Path, fast: bool) -> dict:
     return out
 
 
+# How far a box may move before it counts as lost: the reference was made from a 1/2-scale draft
+# decode and a bicubic resize; a few pixels of resampling difference at 640 px move box edges
+# by a fraction of a percent and confidences by a few hundredths, never more on these images.
+MIN_IOU = 0.9
+MAX_CONF_DIFF = 0.05
+MAX_SCORE_DIFF = 0.05
+
+
+def _iou(a, b) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _match(box, others):
+    """The box among `others` that overlaps `box` most, and the IoU."""
+    best = max(others, key=lambda o: _iou(box, o), default=None)
+    return best, (_iou(box, best) if best is not None else 0.0)
+
+
+def differences(ref: dict, new: dict) -> list[str]:
+    """One line per way `new` lost or changed something `ref` had (empty: nothing lost)."""
+    out = []
+    for rel in sorted(ref.keys() | new.keys()):
+        a, b = ref.get(rel), new.get(rel)
+        if a is None or b is None:
+            out.append(f"{rel}: {'new' if a is None else 'missing'}")
+            continue
+        for k in ("width", "height", "failure", "label"):
+            if a[k] != b[k]:
+                out.append(f"{rel}: {k} {a[k]!r} -> {b[k]!r}")
+        if a["score"] is not None and b["score"] is not None and abs(a["score"] - b["score"]) > MAX_SCORE_DIFF:
+            out.append(f"{rel}: score {a['score']} -> {b['score']}")
+        for x in a["boxes"]:  # every box the verdict used is still found, in the same place, same label
+            if x[4] < DETECTION_THRESHOLD:
+                continue
+            y, iou = _match(x, b["boxes"])
+            if y is None or iou < MIN_IOU or abs(x[4] - y[4]) > MAX_CONF_DIFF:
+                out.append(f"{rel}: box {x[:5]} lost (best match {y and y[:5]}, IoU {iou:.3f})")
+            elif x[5] != y[5] or abs(x[6] - y[6]) > MAX_SCORE_DIFF:
+                out.append(f"{rel}: box {x[:5]} class {x[5]} {x[6]} -> {y[5]} {y[6]}")
+        for y in b["boxes"]:  # and no new box strong enough to be used
+            if y[4] < DETECTION_THRESHOLD:
+                continue
+            x, iou = _match(y, a["boxes"])
+            if x is None or iou < MIN_IOU:
+                out.append(f"{rel}: new box {y[:5]}")
+    return out
+
+
 def dumps(data: dict) -> str:
     """JSON with one image per line: small, and a diff shows which images changed."""
     lines = ["{"]
