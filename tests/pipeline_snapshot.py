@@ -42,12 +42,18 @@ def snapshot(real: Path, fast: bool) -> dict:
     return out
 
 
-# How far a box may move before it counts as lost: the reference was made from a 1/2-scale draft
-# decode and a bicubic resize; a few pixels of resampling difference at 640 px move box edges
-# by a fraction of a percent and confidences by a few hundredths, never more on these images.
+# Outside `redecoded` (below), nothing may move beyond rounding: decoding and the letterbox give
+# the very pixels they gave when the reference was recorded. These bounds are the rounding room.
 MIN_IOU = 0.9
 MAX_CONF_DIFF = 0.05
 MAX_SCORE_DIFF = 0.05
+# MPO files (a JPEG with a preview frame appended, from some Reconyx/Bushnell cameras) were decoded
+# at full 12 MP when the reference was made: draft decoding was asked of format "JPEG" only. They
+# now get the 1/2-scale DCT decode every other JPEG of that size always had, so the 640 px detector
+# input is resampled along another path: boxes move by a few pixels (a 40 px rabbit: IoU 0.81) and
+# the classifier, which is jumpy on small crops, moves by up to ~0.2. For these files the test asks
+# for the same boxes at a looser overlap and the same top class per box and per image.
+REDECODED_MIN_IOU = 0.75
 
 
 def _iou(a, b) -> float:
@@ -65,33 +71,58 @@ def _match(box, others):
     return best, (_iou(box, best) if best is not None else 0.0)
 
 
-def differences(ref: dict, new: dict) -> list[str]:
-    """One line per way `new` lost or changed something `ref` had (empty: nothing lost)."""
+def differences(ref: dict, new: dict, redecoded: set[str] = frozenset()) -> list[str]:
+    """One line per way `new` lost or changed something `ref` had (empty: nothing lost).
+    Images in `redecoded` are held to the looser rule explained above."""
     out = []
     for rel in sorted(ref.keys() | new.keys()):
         a, b = ref.get(rel), new.get(rel)
         if a is None or b is None:
             out.append(f"{rel}: {'new' if a is None else 'missing'}")
             continue
-        for k in ("width", "height", "failure", "label"):
+        loose = rel in redecoded
+        min_iou = REDECODED_MIN_IOU if loose else MIN_IOU
+        for k in ("width", "height", "failure"):
             if a[k] != b[k]:
                 out.append(f"{rel}: {k} {a[k]!r} -> {b[k]!r}")
-        if a["score"] is not None and b["score"] is not None and abs(a["score"] - b["score"]) > MAX_SCORE_DIFF:
+        if a["label"] != b["label"] and not (loose and _same_top(a, b)):
+            out.append(f"{rel}: label {a['label']!r} -> {b['label']!r}")
+        if not loose and a["score"] is not None and b["score"] is not None and abs(a["score"] - b["score"]) > MAX_SCORE_DIFF:
             out.append(f"{rel}: score {a['score']} -> {b['score']}")
         for x in a["boxes"]:  # every box the verdict used is still found, in the same place, same label
             if x[4] < DETECTION_THRESHOLD:
                 continue
             y, iou = _match(x, b["boxes"])
-            if y is None or iou < MIN_IOU or abs(x[4] - y[4]) > MAX_CONF_DIFF:
+            if y is None or iou < min_iou or abs(x[4] - y[4]) > MAX_CONF_DIFF:
                 out.append(f"{rel}: box {x[:5]} lost (best match {y and y[:5]}, IoU {iou:.3f})")
-            elif x[5] != y[5] or abs(x[6] - y[6]) > MAX_SCORE_DIFF:
+            elif x[5] != y[5] or (not loose and abs(x[6] - y[6]) > MAX_SCORE_DIFF):
                 out.append(f"{rel}: box {x[:5]} class {x[5]} {x[6]} -> {y[5]} {y[6]}")
         for y in b["boxes"]:  # and no new box strong enough to be used
             if y[4] < DETECTION_THRESHOLD:
                 continue
             x, iou = _match(y, a["boxes"])
-            if x is None or iou < MIN_IOU:
+            if x is None or iou < min_iou:
                 out.append(f"{rel}: new box {y[:5]}")
+    return out
+
+
+def _same_top(a: dict, b: dict) -> bool:
+    """Same top class on the best box: the verdict only crossed the threshold (x <-> undefined)."""
+    top = [max((x for x in v["boxes"] if x[5]), key=lambda x: x[6], default=[None] * 7)[5] for v in (a, b)]
+    return top[0] == top[1] and "undefined" in (a["label"], b["label"])
+
+
+def mpo_files(real: Path, rels) -> set[str]:
+    from PIL import Image
+
+    out = set()
+    for rel in rels:
+        try:
+            with Image.open(real / rel) as im:
+                if im.format == "MPO":
+                    out.add(rel)
+        except OSError:
+            pass
     return out
 
 

@@ -128,7 +128,7 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
             orientation = img.getexif().get(0x0112, 1)
             w, h = img.size
             record.width, record.height = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):  # MPO: a JPEG with a second (preview) frame appended
                 img.draft("RGB", _draft_request(w, h, side))
             img.load()
             img = ImageOps.exif_transpose(img)
