@@ -6,6 +6,8 @@ Photos: every JPEG of the real set except the 100x75 Borneo thumbnails and the d
 truncated file (59 photos, 0.6-12 MP, six of them MPO). For each detector variant:
 - detector alone: the frames decoded and letterboxed beforehand, then only the detector, through
   the very `Models` (same sessions, same thread settings) that `patou run` uses;
+- detector alone, two 1-thread sessions on alternating frames: an arrangement `patou run` does
+  not use, printed so that a quiet machine shows whether it would pay;
 - `patou run` end-to-end with start-up removed: scan + decode + detect + classify + CSV/XLSX/JSON
   outputs, i.e. the whole job minus creating the ONNX Runtime sessions (`inference_s + write_s`);
   the inference phase alone (decode + detect + classify, overlapped) is printed beside it.
@@ -18,12 +20,15 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from patou.api import run
 from patou.media import scan
+from patou.models.detector import Detector
 from patou.pipeline import Models
+from patou.record import ImageRecord
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camtrap-real"
 
@@ -39,12 +44,38 @@ def thumbnails(data: Path) -> list[Path]:
     return [r.path for r in records]
 
 
-def detector_only(models: Models, photos: list[Path]) -> float:
-    """Seconds for the detector alone on frames decoded and letterboxed beforehand."""
-    frames = models.detector_inputs(photos)
-    models.detect_frames(frames[:1])  # warm-up: the first call allocates
+def detector_inputs(models: Models, photos: list[Path]) -> list:
+    """Each photo decoded and letterboxed by `Models.load`, as the decoding threads do it."""
+    return [models.load(ImageRecord(path=p, root=p.parent)) for p in photos]
+
+
+def detector_only(models: Models, frames: list) -> float:
+    """Seconds for the detector alone (the session `patou run` uses) on frames loaded beforehand."""
+    det = models.detector
+    det.detect_prepared(*frames[0][1], frames[0][0].size)  # warm-up: the first call allocates
     t = time.perf_counter()
-    models.detect_frames(frames)
+    for img, (x, ratio) in frames:
+        det.detect_prepared(x, ratio, img.size)
+    return time.perf_counter() - t
+
+
+def two_sessions(card, frames: list) -> float:
+    """Seconds for two 1-thread sessions of the same model on alternating frames (not what
+    `patou run` does; printed to show whether that arrangement would pay on this machine)."""
+    dets = [Detector(card, threads=1) for _ in range(2)]
+    for d in dets:
+        d.detect_prepared(*frames[0][1], frames[0][0].size)
+
+    def work(d, part):
+        for img, (x, ratio) in part:
+            d.detect_prepared(x, ratio, img.size)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(d, frames[i::2])) for i, d in enumerate(dets)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     return time.perf_counter() - t
 
 
@@ -71,23 +102,30 @@ def main() -> int:
         sets["100x75 thumbnails"] = thumbnails(args.data)
     variants = {"float32": False, "--fast (int8)": True}
     models = {name: Models(fast=fast) for name, fast in variants.items()}
+    # both variants letterbox alike (same card geometry): one set of frames serves both
+    frames = {what: detector_inputs(models["float32"], photos) for what, photos in sets.items()}
     best: dict[tuple, list[float]] = {}
     for _ in range(args.repeat):  # interleaved: load drift hits every variant alike
         for what, photos in sets.items():
             for name, fast in variants.items():
-                det = detector_only(models[name], photos)
+                det = detector_only(models[name], frames[what])
                 job, infer = end_to_end(photos, fast)
-                b = best.setdefault((what, name), [float("inf")] * 3)
-                best[(what, name)] = [min(b[0], det), min(b[1], job), min(b[2], infer)]
+                two = two_sessions(models[name].detector.card, frames[what])
+                b = best.setdefault((what, name), [float("inf")] * 4)
+                best[(what, name)] = [min(b[0], det), min(b[1], job), min(b[2], infer), min(b[3], two)]
 
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f} at the end; best of {args.repeat}")
     print(f"{'':40} {'end-to-end':>11} {'inference':>10} {'detector':>9} {'ratio':>6} {'ratio':>6}")
     print(f"{'':40} {'img/s':>11} {'img/s':>10} {'img/s':>9} {'e2e':>6} {'inf':>6}")
-    for (what, name), (det, job, infer) in best.items():
+    for (what, name), (det, job, infer, _) in best.items():
         n = len(sets[what])
         label = f"{what} ({n}), {name}"
         print(f"{label:40} {n / job:11.2f} {n / infer:10.2f} {n / det:9.2f} {det / job:6.2f} {det / infer:6.2f}")
+    print("detector alone, one session with all cores (as patou run) vs two 1-thread sessions on alternating frames:")
+    for (what, name), (det, _, _, two) in best.items():
+        n = len(sets[what])
+        print(f"  {what}, {name}: {n / det:.2f} vs {n / two:.2f} img/s (x{det / two:.2f})")
     return 0
 
 

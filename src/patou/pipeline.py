@@ -73,14 +73,6 @@ class Models:
         except Exception as e:
             record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
 
-    def detector_inputs(self, paths: list[Path]) -> list:
-        """What `load` gives for each photo: for measuring the detector alone (benchmarks)."""
-        return [self.load(ImageRecord(path=Path(p), root=Path(p).parent)) for p in paths]
-
-    def detect_frames(self, loaded: list) -> list[list[Detection]]:
-        """The detector alone on photos already loaded, run as `process` runs it."""
-        return [self.detector.detect_prepared(x, ratio, img.size) for img, (x, ratio) in loaded]
-
     def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
         x, ratio = prepared
         detections = self.detector.detect_prepared(x, ratio, img.size)
