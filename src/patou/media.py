@@ -131,7 +131,7 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE) -> Image.Image | None:
             if img.format in ("JPEG", "MPO"):  # MPO: a JPEG with a second (preview) frame appended
                 img.draft("RGB", _draft_request(w, h, side))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # not a copy of every upright photo
             img = to_rgb8(img)
             if max(img.size) > side * 2:  # non-JPEG giants: shrink before the models see them
                 img.thumbnail((side, side), Image.Resampling.BILINEAR)
