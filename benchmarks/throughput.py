@@ -1,6 +1,6 @@
 """`patou run` speed vs the detector alone on full-size photos, float32 and --fast, in one run.
 
-    python benchmarks/throughput.py [--data ../shared/data/camtrap-real] [--repeat 3] [--thumbs]
+    python benchmarks/throughput.py [--data ../shared/data/camtrap-real] [--repeat 3] [--thumbs] [--profile]
 
 Photos: every JPEG of the real set except the 100x75 Borneo thumbnails and the deliberately
 truncated file (59 photos, 0.6-12 MP, six of them MPO). For each detector variant:
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from patou.api import run
 from patou.media import scan
-from patou.models.detector import Detector
+from patou.models.detector import FAST_CARD, Detector
 from patou.pipeline import Models
 from patou.record import ImageRecord
 
@@ -87,11 +87,38 @@ def end_to_end(photos: list[Path], fast: bool) -> tuple[float, float]:
     return result.timings["inference_s"] + result.timings["write_s"], result.timings["inference_s"]
 
 
+def profile(photos: list[Path]) -> None:
+    """CPU ms per photo of each stage, in this one thread (sessions with 1 thread): where time goes."""
+    from patou.media import decode
+    from patou.models.classifier import crop
+
+    def cpu(f, items):
+        t = time.thread_time()
+        out = [f(x) for x in items]
+        return out, 1000 * (time.thread_time() - t) / len(photos)
+
+    m = Models(threads=1)
+    images, t_dec = cpu(lambda p: decode(ImageRecord(path=p, root=p.parent)), photos)
+    prepared, t_pre = cpu(m.detector.preprocess, images)
+    dets, t_det = cpu(lambda a: m.detector.detect_prepared(a[1][0], a[1][1], a[0].size), list(zip(images, prepared)))
+    fast = Detector(FAST_CARD, threads=1)
+    _, t_fast = cpu(lambda a: fast.detect_prepared(a[1][0], a[1][1], a[0].size), list(zip(images, prepared)))
+    clf = m.classifier
+    boxes = [[d for d in ds if d.conf >= 0.2] for ds in dets]
+    crops, t_crop = cpu(lambda a: [crop(a[0], d.bbox, clf.size, clf.margin, clf.card.pad_value) for d in a[1]],
+                        list(zip(images, boxes)))
+    _, t_clf = cpu(lambda c: clf.predict(c) if c else None, crops)
+    print(f"CPU per photo, one thread ({sum(map(len, boxes)) / len(photos):.2f} boxes >= 0.2 per photo): "
+          f"decode {t_dec:.1f} ms, letterbox {t_pre:.1f} ms, detector float32 {t_det:.1f} ms / int8 {t_fast:.1f} ms, "
+          f"crops {t_crop:.1f} ms, classifier (with mirror) {t_clf:.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--thumbs", action="store_true", help="also the 74 Borneo thumbnails, on a line of their own")
+    ap.add_argument("--profile", action="store_true", help="also CPU ms per photo of each stage, in one thread")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"skip: real images not found at {args.data}", file=sys.stderr)
@@ -126,6 +153,8 @@ def main() -> int:
     for (what, name), (det, _, _, two) in best.items():
         n = len(sets[what])
         print(f"  {what}, {name}: {n / det:.2f} vs {n / two:.2f} img/s (x{det / two:.2f})")
+    if args.profile:
+        profile(sets["full-size photos"])
     return 0
 
 
