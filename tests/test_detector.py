@@ -170,6 +170,19 @@ def test_letterbox_chw_is_letterbox_in_network_layout(w, h, pad):
     np.testing.assert_array_equal(x, canvas.transpose(2, 0, 1).astype(np.float32))
 
 
+def test_preprocess_normalises_with_the_cards_mean_and_std(tmp_path):
+    card = ModelCard.load(DEFAULT_CARD)
+    (tmp_path / card.file).symlink_to(card.onnx_path)
+    card.mean, card.std = (10.0, 20.0, 30.0), (2.0, 4.0, 8.0)
+    det = Detector(ModelCard.load(card.save(tmp_path / "normalised.json")))
+    img = _noise(300, 200)
+    x, ratio = det.preprocess(img)
+    ref, _ = letterbox_chw(img, (640, 640), card.pad_value)
+    mean, std = np.array(card.mean, np.float32)[:, None, None], np.array(card.std, np.float32)[:, None, None]
+    np.testing.assert_allclose(x, (ref - mean) / std, rtol=1e-6)
+    assert x[2, -1, -1] == pytest.approx(-30.0 / 8.0)  # the padding is normalised too
+
+
 def test_letterbox_converts_non_rgb():
     canvas, _ = letterbox(_noise(80, 60, "L"), (64, 64))
     assert canvas.shape == (64, 64, 3)

@@ -145,8 +145,9 @@ class Detector:
     def preprocess(self, img: Image.Image) -> tuple[np.ndarray, float]:
         """(3, H, W) float32 network input and the letterbox ratio."""
         x, ratio = letterbox_chw(img, self.input_size, self.card.pad_value)
-        if not self._identity:
-            x = (x - self._mean) / self._std
+        if not self._identity:  # in place: the buffer is ours
+            x -= self._mean
+            x /= self._std
         return x, ratio
 
     def detect(self, img: Image.Image) -> list[Detection]:
