@@ -1,11 +1,18 @@
-"""End-to-end `patou run` speed vs detector-only speed on the real images, in one run.
+"""`patou run` speed vs the detector alone on full-size photos, float32 and --fast, in one run.
 
-    python benchmarks/throughput.py [--data ../shared/data/camtrap-real] [--repeat 1]
+    python benchmarks/throughput.py [--data ../shared/data/camtrap-real] [--repeat 3] [--thumbs] [--profile]
 
-Prints images/s of the whole job (scan, decode, detect, classify, events, CSV/XLSX/JSON), the
-inference phase alone, and the detector alone on the same images already decoded; and the
-ratios. Each is measured `--repeat` times, interleaved, and the best kept, since a shared
-machine only ever adds time. Compare figures from one run, not across runs.
+Photos: every JPEG of the real set except the 100x75 Borneo thumbnails and the deliberately
+truncated file (59 photos, 0.6-12 MP, six of them MPO). For each detector variant:
+- detector alone: the frames decoded and letterboxed beforehand, then only the detector, through
+  the very `Models` (same sessions, same thread settings) that `patou run` uses;
+- detector alone, two 1-thread sessions on alternating frames: an arrangement `patou run` does
+  not use, printed so that a quiet machine shows whether it would pay;
+- `patou run` end-to-end with start-up removed: scan + decode + detect + classify + CSV/XLSX/JSON
+  outputs, i.e. the whole job minus creating the ONNX Runtime sessions (`inference_s + write_s`);
+  the inference phase alone (decode + detect + classify, overlapped) is printed beside it.
+Variants and repeats are interleaved and the best of `--repeat` kept (a shared machine only ever
+adds time); compare the ratios, which are measured in the same run.
 """
 from __future__ import annotations
 
@@ -13,51 +20,141 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from patou.api import run
-from patou.media import decode, scan
-from patou.models.detector import Detector
+from patou.media import scan
+from patou.models.detector import FAST_CARD, Detector
+from patou.pipeline import Models
+from patou.record import ImageRecord
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camtrap-real"
+
+
+def full_size_photos(data: Path) -> list[Path]:
+    records, _ = scan([data])
+    return [r.path for r in records if r.path.suffix.lower() in (".jpg", ".jpeg")
+            and "camtrapR-borneo-thumbs" not in r.path.parts and "truncated" not in r.path.name]
+
+
+def thumbnails(data: Path) -> list[Path]:
+    records, _ = scan([data / "camtrapR-borneo-thumbs"])
+    return [r.path for r in records]
+
+
+def detector_inputs(models: Models, photos: list[Path]) -> list:
+    """Each photo decoded and letterboxed by `Models.load`, as the decoding threads do it."""
+    return [models.load(ImageRecord(path=p, root=p.parent)) for p in photos]
+
+
+def detector_only(models: Models, frames: list) -> float:
+    """Seconds for the detector alone (the session `patou run` uses) on frames loaded beforehand."""
+    det = models.detector
+    det.detect_prepared(*frames[0][1], frames[0][0].size)  # warm-up: the first call allocates
+    t = time.perf_counter()
+    for img, (x, ratio) in frames:
+        det.detect_prepared(x, ratio, img.size)
+    return time.perf_counter() - t
+
+
+def two_sessions(card, frames: list) -> float:
+    """Seconds for two 1-thread sessions of the same model on alternating frames (not what
+    `patou run` does; printed to show whether that arrangement would pay on this machine)."""
+    dets = [Detector(card, threads=1) for _ in range(2)]
+    for d in dets:
+        d.detect_prepared(*frames[0][1], frames[0][0].size)
+
+    def work(d, part):
+        for img, (x, ratio) in part:
+            d.detect_prepared(x, ratio, img.size)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(d, frames[i::2])) for i, d in enumerate(dets)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t
+
+
+def end_to_end(photos: list[Path], fast: bool) -> tuple[float, float]:
+    """(whole job minus start-up, inference phase) in seconds, from `patou run`'s own timings."""
+    with tempfile.TemporaryDirectory() as out:
+        result = run(photos, out, fast=fast, log=lambda m: None)
+    assert len(result.records) == len(photos) and not any(r.failure for r in result.records)
+    return result.timings["inference_s"] + result.timings["write_s"], result.timings["inference_s"]
+
+
+def profile(photos: list[Path]) -> None:
+    """CPU ms per photo of each stage, in this one thread (sessions with 1 thread): where time goes."""
+    from patou.media import decode
+    from patou.models.classifier import crop
+
+    def cpu(f, items):
+        t = time.thread_time()
+        out = [f(x) for x in items]
+        return out, 1000 * (time.thread_time() - t) / len(photos)
+
+    m = Models(threads=1)
+    images, t_dec = cpu(lambda p: decode(ImageRecord(path=p, root=p.parent)), photos)
+    prepared, t_pre = cpu(m.detector.preprocess, images)
+    dets, t_det = cpu(lambda a: m.detector.detect_prepared(a[1][0], a[1][1], a[0].size), list(zip(images, prepared)))
+    fast = Detector(FAST_CARD, threads=1)
+    _, t_fast = cpu(lambda a: fast.detect_prepared(a[1][0], a[1][1], a[0].size), list(zip(images, prepared)))
+    clf = m.classifier
+    boxes = [[d for d in ds if d.conf >= 0.2] for ds in dets]
+    crops, t_crop = cpu(lambda a: [crop(a[0], d.bbox, clf.size, clf.margin, clf.card.pad_value) for d in a[1]],
+                        list(zip(images, boxes)))
+    _, t_clf = cpu(lambda c: clf.predict(c) if c else None, crops)
+    print(f"CPU per photo, one thread ({sum(map(len, boxes)) / len(photos):.2f} boxes >= 0.2 per photo): "
+          f"decode {t_dec:.1f} ms, letterbox {t_pre:.1f} ms, detector float32 {t_det:.1f} ms / int8 {t_fast:.1f} ms, "
+          f"crops {t_crop:.1f} ms, classifier (with mirror) {t_clf:.1f} ms")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--thumbs", action="store_true", help="also the 74 Borneo thumbnails, on a line of their own")
+    ap.add_argument("--profile", action="store_true", help="also CPU ms per photo of each stage, in one thread")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"skip: real images not found at {args.data}", file=sys.stderr)
         return 0
 
-    records, _ = scan([args.data])
-    images = [im for im in (decode(r) for r in records) if im is not None]
-    det = Detector(threads=args.threads)
-    det.detect(images[0])  # warm-up: first call allocates
-    det_s, total_s, infer_rate = float("inf"), float("inf"), 0.0
-    for _ in range(args.repeat):
-        t = time.perf_counter()
-        for im in images:
-            det.detect(im)
-        det_s = min(det_s, time.perf_counter() - t)
-        with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            result = run([args.data], out, threads=args.threads, log=lambda m: None)
-            total_s = min(total_s, time.perf_counter() - t)
-        infer_rate = max(infer_rate, result.timings["images_per_s"])
-    det_rate = len(images) / det_s
-    n = len(result.records)
-    e2e_rate = n / total_s
+    sets = {"full-size photos": full_size_photos(args.data)}
+    if args.thumbs:
+        sets["100x75 thumbnails"] = thumbnails(args.data)
+    variants = {"float32": False, "--fast (int8)": True}
+    models = {name: Models(fast=fast) for name, fast in variants.items()}
+    # both variants letterbox alike (same card geometry): one set of frames serves both
+    frames = {what: detector_inputs(models["float32"], photos) for what, photos in sets.items()}
+    best: dict[tuple, list[float]] = {}
+    for _ in range(args.repeat):  # interleaved: load drift hits every variant alike
+        for what, photos in sets.items():
+            for name, fast in variants.items():
+                det = detector_only(models[name], frames[what])
+                job, infer = end_to_end(photos, fast)
+                two = two_sessions(models[name].detector.card, frames[what])
+                b = best.setdefault((what, name), [float("inf")] * 4)
+                best[(what, name)] = [min(b[0], det), min(b[1], job), min(b[2], infer), min(b[3], two)]
 
-    print(f"machine: {os.cpu_count()} cores; images: {n} ({len(images)} decodable)")
-    print(f"detector only (decoded inputs): {det_rate:6.2f} images/s  ({1000 * det_s / len(images):.0f} ms/image)")
-    print(f"patou run, inference phase:     {infer_rate:6.2f} images/s  (decode+detect+classify, overlapped)")
-    print(f"patou run, whole job:           {e2e_rate:6.2f} images/s  ({total_s:.1f} s incl. model load and outputs)")
-    print(f"ratio inference/detector-only:  {infer_rate / det_rate:.2f}")
-    print(f"ratio whole-job/detector-only:  {e2e_rate / det_rate:.2f}")
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load:.1f} at the end; best of {args.repeat}")
+    print(f"{'':40} {'end-to-end':>11} {'inference':>10} {'detector':>9} {'ratio':>6} {'ratio':>6}")
+    print(f"{'':40} {'img/s':>11} {'img/s':>10} {'img/s':>9} {'e2e':>6} {'inf':>6}")
+    for (what, name), (det, job, infer, _) in best.items():
+        n = len(sets[what])
+        label = f"{what} ({n}), {name}"
+        print(f"{label:40} {n / job:11.2f} {n / infer:10.2f} {n / det:9.2f} {det / job:6.2f} {det / infer:6.2f}")
+    print("detector alone, one session with all cores (as patou run) vs two 1-thread sessions on alternating frames:")
+    for (what, name), (det, _, _, two) in best.items():
+        n = len(sets[what])
+        print(f"  {what}, {name}: {n / det:.2f} vs {n / two:.2f} img/s (x{det / two:.2f})")
+    if args.profile:
+        profile(sets["full-size photos"])
     return 0
 
 

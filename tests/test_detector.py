@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from patou.models.card import ModelCard
-from patou.models.detector import DEFAULT_CARD, Detector, decode, letterbox, nms
+from patou.models.detector import DEFAULT_CARD, Detector, decode, letterbox, letterbox_chw, nms
 
 ENA24 = "zamba-ena24-small/tests/assets/images/ena24_small"
 # Bears, hand-marked (normalised x1, y1, x2, y2) by looking at the images. The boxes in ENA24's
@@ -158,6 +158,29 @@ def test_letterbox_matches_imageops_pad(w, h):
     ref = ImageOps.pad(img, (640, 640), method=Image.Resampling.BICUBIC, color=None, centering=(0, 0))
     np.testing.assert_array_equal(canvas, np.asarray(ref))
     assert ratio == min(640 / w, 640 / h)
+
+
+@pytest.mark.parametrize("w,h,pad", [(2048, 1536, 0), (333, 200, 114), (101, 307, 0), (640, 640, 0)])
+def test_letterbox_chw_is_letterbox_in_network_layout(w, h, pad):
+    """The preprocessing fast path gives the very values of letterbox + transpose + float."""
+    img = _noise(w, h)
+    x, ratio = letterbox_chw(img, (640, 640), pad)
+    canvas, ratio_ref = letterbox(img, (640, 640), pad)
+    assert x.dtype == np.float32 and x.shape == (3, 640, 640) and ratio == ratio_ref
+    np.testing.assert_array_equal(x, canvas.transpose(2, 0, 1).astype(np.float32))
+
+
+def test_preprocess_normalises_with_the_cards_mean_and_std(tmp_path):
+    card = ModelCard.load(DEFAULT_CARD)
+    (tmp_path / card.file).symlink_to(card.onnx_path)
+    card.mean, card.std = (10.0, 20.0, 30.0), (2.0, 4.0, 8.0)
+    det = Detector(ModelCard.load(card.save(tmp_path / "normalised.json")))
+    img = _noise(300, 200)
+    x, ratio = det.preprocess(img)
+    ref, _ = letterbox_chw(img, (640, 640), card.pad_value)
+    mean, std = np.array(card.mean, np.float32)[:, None, None], np.array(card.std, np.float32)[:, None, None]
+    np.testing.assert_allclose(x, (ref - mean) / std, rtol=1e-6)
+    assert x[2, -1, -1] == pytest.approx(-30.0 / 8.0)  # the padding is normalised too
 
 
 def test_letterbox_converts_non_rgb():

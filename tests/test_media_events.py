@@ -107,6 +107,19 @@ def test_decode_uses_draft_and_reads_exif_time(real):
     assert r.timestamp == datetime(2021, 4, 11, 20, 43, 9)
 
 
+def test_decode_drafts_mpo_files_like_jpegs(real):
+    """MPO (a JPEG plus an appended preview frame) is DCT-scaled too, not decoded at 12 MP."""
+    path = real / "animl-py-southwest/examples/Southwest/2021-05-28_SYFR0041_deer.JPG"
+    with Image.open(path) as raw:
+        assert raw.format == "MPO" and raw.size == (4032, 3024)
+    r, img = _decode(path)
+    assert (r.width, r.height) == (4032, 3024) and img.mode == "RGB"
+    assert img.size == (2016, 1512)  # 1/2 scale: the largest DCT scale keeping >= 1024 px
+    with Image.open(path) as raw:  # the same picture as the full decode, shrunk
+        full = np.asarray(raw.convert("RGB").resize(img.size, Image.Resampling.BOX), dtype=np.int16)
+    assert np.abs(full - np.asarray(img, dtype=np.int16)).mean() < 3
+
+
 def test_burst_key():
     assert burst_key("100002_1") == burst_key("100002_5") == "100002"
     assert burst_key("StationA__2009-04-21__00-40-00(1)") == "StationA__2009-04-21__00-40-00"

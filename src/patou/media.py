@@ -153,7 +153,7 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE, max_pixels: int | None 
             img = Image.open(path)
         with img:
             w, h = img.size
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):  # MPO: a JPEG with a second (preview) frame appended
                 img.draft("RGB", _draft_request(w, h, side))
             cap = MAX_PIXELS if max_pixels is None else max_pixels
             # checked on the header alone, before getexif() (a PNG's loads every pixel) or load()
@@ -166,7 +166,7 @@ def decode(record: ImageRecord, side: int = DECODE_SIDE, max_pixels: int | None 
             orientation = img.getexif().get(0x0112, 1)
             record.width, record.height = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # not a copy of every upright photo
             img = to_rgb8(img)
             if max(img.size) > side * 2:  # non-JPEG giants: shrink before the models see them
                 img.thumbnail((side, side), Image.Resampling.BILINEAR)

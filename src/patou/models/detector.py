@@ -32,6 +32,28 @@ def letterbox(
     boxes map back to the original by a division alone, without an offset.
     """
     h, w = size
+    resized, ratio = _fit(img, size, resample)
+    canvas = np.full((h, w, 3), pad_value, dtype=np.uint8)
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    return canvas, ratio
+
+
+def letterbox_chw(
+    img: Image.Image, size: tuple[int, int], pad_value: int = 0, resample=Image.Resampling.BICUBIC
+) -> tuple[np.ndarray, float]:
+    """`letterbox` straight into the network's (3, H, W) float32 layout, the same values: the
+    resize stays in uint8 and the one float conversion writes into the padded buffer (no uint8
+    canvas, no second full-size copy)."""
+    h, w = size
+    resized, ratio = _fit(img, size, resample)
+    x = np.full((3, h, w), pad_value, dtype=np.float32)
+    x[:, : resized.shape[0], : resized.shape[1]] = resized.transpose(2, 0, 1)
+    return x, ratio
+
+
+def _fit(img: Image.Image, size: tuple[int, int], resample) -> tuple[np.ndarray, float]:
+    """The image resized to fit `size` (height, width), aspect kept, as (h, w, 3) uint8; and the ratio."""
+    h, w = size
     ratio = min(w / img.width, h / img.height)
     # ImageOps.contain's rounding: the long side fills the canvas exactly, the short side rounds
     if img.width * h > img.height * w:
@@ -42,10 +64,7 @@ def letterbox(
         new = (w, h)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    resized = np.asarray(img if img.size == new else img.resize(new, resample=resample))
-    canvas = np.full((h, w, 3), pad_value, dtype=np.uint8)
-    canvas[: new[1], : new[0]] = resized
-    return canvas, ratio
+    return np.asarray(img if img.size == new else img.resize(new, resample=resample)), ratio
 
 
 @lru_cache(maxsize=8)
@@ -138,10 +157,10 @@ class Detector:
 
     def preprocess(self, img: Image.Image) -> tuple[np.ndarray, float]:
         """(3, H, W) float32 network input and the letterbox ratio."""
-        canvas, ratio = letterbox(img, self.input_size, self.card.pad_value)
-        x = canvas.transpose(2, 0, 1).astype(np.float32)
-        if not self._identity:
-            x = (x - self._mean) / self._std
+        x, ratio = letterbox_chw(img, self.input_size, self.card.pad_value)
+        if not self._identity:  # in place: the buffer is ours
+            x -= self._mean
+            x /= self._std
         return x, ratio
 
     def detect(self, img: Image.Image) -> list[Detection]:

@@ -1,0 +1,30 @@
+"""Speed work must not cost results: today's boxes and labels on the real images vs the reference
+recorded before it (tests/pipeline_snapshot.py, tests/data/pipeline_reference.json)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from pipeline_snapshot import REFERENCE, differences, mpo_files, snapshot
+
+
+@pytest.mark.parametrize("variant", ["float32", "fast"])
+def test_same_boxes_and_labels_as_the_reference(real, variant):
+    ref = json.loads(REFERENCE.read_text())[variant]
+    new = snapshot(real, fast=variant == "fast")
+    assert len(ref) == 134 and sum(bool(v["boxes"]) for v in ref.values()) > 40  # the reference is not trivial
+    mpo = mpo_files(real, ref)
+    assert len(mpo) == 6  # the looser rule covers these and nothing else
+    diffs = differences(ref, new, redecoded=mpo)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_differences_reports_a_moved_box_a_new_box_and_a_changed_label():
+    ref = json.loads(REFERENCE.read_text())["float32"]
+    rel = next(k for k, v in ref.items() if v["boxes"] and v["boxes"][0][4] > 0.5)
+    new = json.loads(json.dumps(ref))
+    assert differences(ref, new) == []
+    new[rel]["boxes"][0][0] += 0.5 * new[rel]["boxes"][0][2]  # shifted by half its width
+    new[rel]["label"] = "wolf" if ref[rel]["label"] != "wolf" else "fox"
+    d = differences(ref, new)
+    assert any("lost" in x for x in d) and any("new box" in x for x in d) and any("label" in x for x in d)
