@@ -324,5 +324,9 @@ def guard_cmd(
         raise typer.Exit(2)
 
 
+from .reid.cli import app as _reid_app  # noqa: E402  (`patou reid ...`)
+app.add_typer(_reid_app, name="reid")
+
+
 if __name__ == "__main__":
     app()
