@@ -44,6 +44,8 @@ def run_cmd(
     address: Optional[str] = typer.Option(None, help="With --engine ray: the cluster (auto, ray://host:10001); default: a local Ray."),
     workers: Optional[int] = typer.Option(None, help="With --engine ray: how many workers (actors), each with its own models."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
+    reid_gallery: Optional[Path] = typer.Option(None, "--reid-gallery", help="Known individuals (KNOWN_DIR/<id>/*.jpg): rank them for each image (reid-candidates.csv, shown in the review app)."),
+    reid_model: Optional[Path] = typer.Option(None, "--reid-model", help="With --reid-gallery: an embedding model from `patou reid train` (default: bundled ImageNet logits)."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
     from .api import run
@@ -74,6 +76,13 @@ def run_cmd(
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(2)
+    if reid_gallery:  # after the run: its boxes are reused, its results stay as written
+        from .reid.runs import identify_run
+
+        try:
+            identify_run(out, reid_gallery, model=reid_model, threads=threads, log=log)
+        except ValueError as e:
+            _fail(e)
     if not quiet:
         _summary(result)
     raise typer.Exit(result.exit_code)
