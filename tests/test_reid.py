@@ -231,3 +231,50 @@ def test_evaluate_writes_hit_rates_and_worst_queries(mpdd, small, tmp_path):
     r = _invoke("evaluate", data, "--out", tmp_path / "r2", "--no-detector", "--cache-dir", tmp_path / "cache")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["queries"] > 0
+
+
+def test_train_exports_an_embedding_card_that_search_uses(mpdd, small, tmp_path):
+    pytest.importorskip("torch", reason="torch not installed (pip install -e '.[train]')")
+    from patou.models.card import ModelCard
+
+    dogs = sorted(mpdd["train"])[:6]
+    known = _tree(tmp_path / "known", {d: mpdd["train"][d] + mpdd["val"].get(d, []) for d in dogs})
+    out = tmp_path / "model"
+    fast = ["--no-detector", "--epochs", "2", "--views", "1", "--image-size", "96", "--dim", "64", "--batch-size", "16",
+            "--val-fraction", "0.3", "--threads", "2", "--quiet"]
+    r = _invoke("train", known, "--out", out, *fast)
+    assert r.exit_code == 0, r.output
+    card = ModelCard.load(out)
+    assert card.task == "embedding" and tuple(card.input_size) == (96, 96)
+    ex = card.extra
+    assert ex["embedding_size"] == 64 and ex["training_data"]["individuals"] == 6
+    assert ex["verification"]["max_abs_diff"] <= ex["verification"]["tolerance"]
+    assert 0 <= ex["validation"]["individual_hit@1"] <= 1 and ex["new_individual_threshold"] is not None
+    # whole sequences on one side of the split
+    with open(out / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    side = {}
+    for row in rows:
+        seq = Path(row["path"]).name.rsplit("_", 1)[0]
+        assert side.setdefault(seq, row["side"]) == row["side"]
+    assert {"train", "val"} <= set(side.values())
+    with open(out / "history.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+    emb = Embedder(out)
+    v = emb.embed([emb.crop_photo(p).crop for p in sorted(small["queries"].rglob("*.jpg"))[:3]])
+    assert v.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    r = _invoke("search", small["queries"], "--gallery", small["gallery"], "--out", tmp_path / "s", "--no-detector",
+                "--model", out, "--cache-dir", tmp_path / "cache", "--top-k", "2")
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "s" / "candidates.csv", newline="") as f:
+        assert {row["new_individual"] for row in csv.DictReader(f)} <= {"true", "false"}
+
+    # --resume: settings must match the killed run; a finished run resumes to a re-export only
+    r = _invoke("train", known, "--out", out, *[a if a != "2" else "3" for a in fast], "--resume")
+    assert r.exit_code == 2 and "epochs" in r.output
+    r = runner.invoke(app, ["reid", "train", str(known), "--out", str(out), *fast[:-1], "--resume"])
+    assert r.exit_code == 0 and "resuming after epoch 2" in r.output
+    r = _invoke("train", known, "--out", out, *fast)
+    assert r.exit_code == 2 and "already holds a model" in r.output
