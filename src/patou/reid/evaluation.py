@@ -94,7 +94,10 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
     best_of = _best_photo_of(q.vectors, g.vectors, gids, g.paths)
     if wrong:
         idx = {str(p): n for n, p in enumerate(q.paths)}
-        plot_worst(wrong, [best_of(idx[r["query"]], r["individual_id"]) for r in wrong], out / "worst_queries.png")
+        try:
+            plot_worst(wrong, [best_of(idx[r["query"]], r["individual_id"]) for r in wrong], out / "worst_queries.png")
+        except ModuleNotFoundError as e:  # matplotlib comes with the 'train' extra
+            log(f"warning: no worst_queries.png ({e.name} missing: pip install 'patou[train]')")
     with atomic_output(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(_clean(result), indent=2) + "\n")
     md = ["# Re-identification report", "", f"Model: {embedder.name}. Protocol: {protocol}. Inputs: {result['inputs']}.",
