@@ -15,6 +15,7 @@ Recipe (chosen to fit a 2-core CPU in well under 30 minutes for ~1,000 photos):
 from __future__ import annotations
 
 import math
+import resource
 import time
 import warnings
 from datetime import datetime, timezone
@@ -248,6 +249,7 @@ def train(
     q_emb = _embed_cached(model, clean_val, flip_val)
     threshold = choose_threshold(q_emb, val_ids, g_emb, train_ids) if len(val_ids) else {"threshold": None}
     train_minutes = (time.perf_counter() - t_start) / 60
+    cpu_minutes = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) / 60  # this process, since it started
     extra = {
         "embedding_size": dim,
         "backbone": spec.name,
@@ -262,6 +264,7 @@ def train(
                           "inputs": "whole photos (--no-detector)" if no_detector else "detector crops",
                           "split": "whole sequences on one side (events: EXIF time gap, else file-name bursts)"},
         "training": {**config, "loss": f"ArcFace s={scale_s} m={margin_m}", "minutes": round(train_minutes, 2),
+                     "process_cpu_minutes": round(cpu_minutes, 2),
                      "trained": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }
     card = export(model, out_dir, spec, extra, list(x_val[:16]) or list(x_train[:16]))
