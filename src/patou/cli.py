@@ -13,6 +13,7 @@ from rich.table import Table
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from .media import MAX_PIXELS
 from .models.commands import app as models_app
+from .reid.cli import app as reid_app
 
 # typer 0.29 prints "<bool>" after every on/off flag, which takes no value: show no type for flags.
 _type_of = typer.core.TyperOption.display_type_rich
@@ -21,6 +22,7 @@ typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_fla
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
 app.add_typer(models_app, name="models")  # patou models list|install|remove
+app.add_typer(reid_app, name="reid")  # patou reid train|search|evaluate
 
 
 @app.callback()
@@ -57,6 +59,8 @@ def run_cmd(
     workers: Optional[int] = typer.Option(None, help="With --engine ray: how many workers (actors), each with its own models."),
     max_pixels: int = typer.Option(MAX_PIXELS, help="Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at their draft size."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
+    reid_gallery: Optional[Path] = typer.Option(None, "--reid-gallery", help="Known individuals (KNOWN_DIR/<id>/*.jpg): rank them for each image (reid-candidates.csv, shown in the review app)."),
+    reid_model: Optional[Path] = typer.Option(None, "--reid-model", help="With --reid-gallery: an embedding model from `patou reid train` (default: bundled ImageNet logits)."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
     from .api import NothingToDo, run
@@ -95,6 +99,13 @@ def run_cmd(
     finally:
         if bar.live.is_started:
             bar.stop()
+    if reid_gallery:  # after the run: its boxes are reused, its results stay as written
+        from .reid.runs import identify_run
+
+        try:
+            identify_run(out, reid_gallery, model=reid_model, threads=threads, log=log)
+        except ValueError as e:
+            _fail(e)
     if not quiet:
         _summary(result)
     raise typer.Exit(result.exit_code)

@@ -20,6 +20,7 @@ from patou.record import Detection, ImageRecord
 from patou.results import Run
 
 from . import review
+from . import reid as reid_routes
 from .access import MAX_BODY, Folders, TokenAndBodyGuard, new_token
 from .files import Refused, safe_file, thumbnail
 from .runs import Registry
@@ -301,6 +302,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         return dict(summary=report.summary(), planned=report.planned, done=report.done, skipped=report.skipped,
                     clashes=report.clashes, errors=report.errors, messages=messages[:200])
 
+    reid_routes.add_routes(app, load, templates, _roots, user)  # re-identification pages
     return app
 
 

@@ -1,0 +1,146 @@
+"""Re-identification on MPDD's own test split: bundled ImageNet logits vs a `patou reid train` model.
+
+    python benchmarks/reid.py [--data ../shared/data/reid/naruto716-LostPetTest] [--model MODEL_DIR | --train OUT]
+                              [--epochs 30 --views 8 --cut 8] [--threads 2]
+
+Protocol (MPDD's): 104 queries against its 521-photo gallery, 96 dogs never seen in training;
+`reid train` uses the 95 train+val dogs only (a tree of symlinks to their folders). Prints
+hit-rate@1/3/5 and mAP for both models, the training time (wall and CPU, from this run with
+--train, else from the model card), embedding ms per crop (flip included) and the time to rank
+the queries against a 10,000-photo gallery (synthetic: the real gallery embeddings tiled with
+small noise), with ratios measured in the same run. Figures come from a shared machine: compare
+within a run, not across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from patou.reid.embed import Embedder
+from patou.reid.ranking import rank
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "reid" / "naruto716-LostPetTest"
+
+
+def train_tree(data: Path, root: Path) -> int:
+    with open(data / "LABELS.csv", newline="", encoding="utf-8") as f:
+        ids = sorted({r["individual_id"] for r in csv.DictReader(f) if r["mpdd_split"] in ("train", "val")})
+    for i in ids:
+        (root / i).symlink_to(data / i)
+    return len(ids)
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT)
+    ap.add_argument("--model", type=Path, help="an embedding model to evaluate (no training)")
+    ap.add_argument("--train", type=Path, help="train a model into this folder first (timed)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--cut", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gallery-size", type=int, default=10_000)
+    a = ap.parse_args()
+    if not (a.data / "LABELS.csv").is_file():
+        print(f"MPDD not found at {a.data}")
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="patou-reid-bench-"))
+    model = a.model
+    train_wall = train_cpu = None
+    if a.train:
+        from patou.reid.training import train
+
+        (tmp / "known").mkdir()
+        n = train_tree(a.data, tmp / "known")
+        print(f"training on {n} MPDD train+val dogs ...")
+        t0, c0 = time.perf_counter(), cpu_s()
+        train(tmp / "known", a.train, no_detector=True, epochs=a.epochs, views=a.views, cut=a.cut, threads=a.threads,
+              log=lambda m: print("  " + m))
+        train_wall, train_cpu = time.perf_counter() - t0, cpu_s() - c0
+        model = a.train
+
+    from patou.reid import metrics
+    from patou.reid.evaluation import _tail, read_split_csv
+    from patou.reid.gallery import embed_photos
+
+    sides = read_split_csv(a.data / "LABELS.csv", "mpdd_split")
+    photos = sorted(a.data.glob("mpdd_*/*.jpg"))
+    queries = [p for p in photos if sides.get(_tail(p)) == "query"]
+    gallery = [p for p in photos if sides.get(_tail(p)) == "gallery"]
+    rows, timing, vecs = {}, {}, {}
+    for name, m in (("bundled ImageNet logits", None), ("reid train model", model)):
+        if name != "bundled ImageNet logits" and m is None:
+            continue
+        emb = Embedder(m, threads=a.threads)
+        emb.embed([emb.crop_photo(queries[0]).crop])  # warm-up
+        t0, c0 = time.perf_counter(), cpu_s()
+        q = embed_photos(queries, emb, no_detector=True, use_cache=False)
+        g = embed_photos(gallery, emb, no_detector=True, use_cache=False)
+        n = len(q.paths) + len(g.paths)
+        timing[name] = {"ms_per_crop": 1000 * (time.perf_counter() - t0) / n, "cpu_ms_per_crop": 1000 * (cpu_s() - c0) / n,
+                        "dim": q.vectors.shape[1]}
+        rows[name] = metrics.scores(q.vectors, [p.parent.name for p in q.paths], g.vectors,
+                                    [p.parent.name for p in g.paths])
+        vecs[name] = (q, g)
+
+    print("\nMPDD test split (104 queries vs 521 gallery photos, 96 unseen dogs), whole crops (--no-detector)")
+    print(f"{'model':26s} {'hit@1':>6s} {'hit@3':>6s} {'hit@5':>6s} {'mAP':>6s} {'img mAP':>7s}")
+    for name, r in rows.items():
+        print(f"{name:26s} {r['individual_hit@1']:6.3f} {r['individual_hit@3']:6.3f} {r['individual_hit@5']:6.3f} "
+              f"{r['individual_mAP']:6.3f} {r['image_mAP']:7.3f}")
+    if len(rows) == 2:
+        b, t = rows.values()
+        print(f"trained / bundled: hit@1 x{t['individual_hit@1'] / b['individual_hit@1']:.3f}, "
+              f"hit@5 x{t['individual_hit@5'] / b['individual_hit@5']:.3f}; "
+              f"errors@1 {1 - b['individual_hit@1']:.3f} -> {1 - t['individual_hit@1']:.3f}")
+    if train_wall is not None:
+        print(f"train time: {train_wall / 60:.1f} min wall, {train_cpu / 60:.1f} min CPU "
+              f"(CPU/wall {train_cpu / train_wall:.2f}: on 2 cores, below 2 means other work shared them)")
+    elif model is not None:
+        from patou.models.card import ModelCard
+
+        print(f"train time (from the card): {ModelCard.load(model).extra.get('training', {}).get('minutes')} min wall")
+    for name, t in timing.items():
+        print(f"embedding {name}: {t['ms_per_crop']:.1f} ms/crop wall, {t['cpu_ms_per_crop']:.1f} ms CPU "
+              f"(decode + crop + network with flip, {a.threads} threads), dim {t['dim']}")
+    if len(timing) == 2:
+        b, t = timing.values()
+        print(f"embedding time ratio trained / bundled: {t['cpu_ms_per_crop'] / b['cpu_ms_per_crop']:.2f} CPU, "
+              f"{t['ms_per_crop'] / b['ms_per_crop']:.2f} wall (wall/CPU {b['ms_per_crop'] / b['cpu_ms_per_crop']:.1f} and "
+              f"{t['ms_per_crop'] / t['cpu_ms_per_crop']:.1f}: above 1 = waiting for a shared CPU)")
+
+    # search: 104 queries against the real gallery and a 10,000-photo synthetic one
+    q, g = vecs[list(vecs)[-1]]
+    gids = [p.parent.name for p in g.paths]
+    rng = np.random.default_rng(0)
+    reps = -(-a.gallery_size // len(gids))
+    big = np.concatenate([g.vectors] + [g.vectors + 0.05 * rng.normal(size=g.vectors.shape).astype(np.float32)
+                                        for _ in range(reps - 1)])[: a.gallery_size]
+    big /= np.linalg.norm(big, axis=1, keepdims=True)
+    big_ids = [f"{i}#{k}" for k in range(reps) for i in gids][: a.gallery_size]  # 96 x reps individuals
+    t0 = time.perf_counter()
+    rank(q.vectors, g.vectors, gids, 5)
+    small = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rank(q.vectors, big, big_ids, 5)
+    large = time.perf_counter() - t0
+    print(f"search {len(q.paths)} queries: {len(gids)}-photo gallery {1000 * small:.0f} ms "
+          f"({1000 * small / len(q.paths):.2f} ms/query); {len(big)}-photo synthetic gallery "
+          f"({len(set(big_ids))} individuals) {1000 * large:.0f} ms ({1000 * large / len(q.paths):.2f} ms/query), "
+          f"ratio {large / small:.1f} for {len(big) / len(gids):.1f}x the photos")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
