@@ -18,6 +18,8 @@ from patou.reid import runs as reid_runs
 from patou.web import create_app
 from patou.web.runs import run_id
 
+TOKEN = "reid-test-token-" + "y" * 24
+
 
 def _photos(real: Path, label: str, n: int) -> list[Path]:
     with open(real / "LABELS.csv", newline="") as f:
@@ -41,8 +43,11 @@ def reid_run(real, tmp_path_factory):
     r = CliRunner().invoke(cli, ["run", str(photos), "--out", str(out), "--quiet", "--reid-gallery", str(gallery),
                                  "--threads", "2"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    client = TestClient(create_app([out], tmp / "runs"), base_url="http://127.0.0.1")
-    return dict(tmp=tmp, out=out, gallery=gallery, photos=photos, bear=bears[0], client=client, rid=run_id(out))
+    app = create_app([out], tmp / "runs", token=TOKEN)
+    client = TestClient(app, base_url="http://127.0.0.1", cookies={"patou_token": TOKEN})
+    anon = TestClient(app, base_url="http://127.0.0.1")
+    return dict(tmp=tmp, out=out, gallery=gallery, photos=photos, bear=bears[0], client=client, anon=anon,
+                rid=run_id(out))
 
 
 def test_run_writes_candidates_with_the_run_keys(reid_run):
@@ -73,6 +78,8 @@ def test_review_page_shows_candidates_and_confirms(reid_run):
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert c.get(f"/runs/{rid}/reid-gallery/bear_a/..%2f..%2fout/run.json").status_code in (400, 403, 404)
     assert c.get(f"/runs/{rid}/reid/0/nothing.jpg").status_code == 404
+    assert reid_run["anon"].get(url).status_code == 401  # the app's token covers the reid pages too
+    assert reid_run["anon"].get(f"/runs/{rid}/reid-gallery/bear_a/{reid_run['bear'].name}").status_code == 401
 
     r = c.post(f"/runs/{rid}/reid/confirm", data={"root": str(reid_run["photos"]), "file": reid_run["bear"].name,
                                                    "individual_id": "bear_a", "verified_by": "tester"},
