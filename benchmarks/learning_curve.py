@@ -72,6 +72,7 @@ def load_images():
 def metrics(p: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
     from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss
 
+    p = p / p.sum(1, keepdims=True)  # float32 rounding: sklearn wants rows summing to 1 in float64
     pred = p.argmax(1)
     present = sorted(set(y.tolist()))
     m = {"bal_acc": balanced_accuracy_score(y, pred), "macro_f1": f1_score(y, pred, labels=present, average="macro",
@@ -106,7 +107,8 @@ def main() -> int:
     ap.add_argument("--fine-tune-sizes", default="5,20")
     ap.add_argument("--fine-tune-folds", type=int, default=3)
     ap.add_argument("--tasks", default="a,b")
-    ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "learning_curve.png")
+    ap.add_argument("--plot", default=str(Path(__file__).resolve().parents[1] / "docs" / "learning_curve.png"),
+                    help="PNG to write ('' for none)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     if not (DATA / "camtrap-real" / "LABELS.csv").is_file() or not (DATA / "camtrap-train" / "LABELS.csv").is_file():
@@ -223,7 +225,7 @@ def main() -> int:
                 curves.setdefault((task, m), []).append((size, avg["bal_acc"]))
         print_table([r for r in rows if r["task"] == task])
     if args.plot:
-        plot(curves, sizes, args.plot)
+        plot(curves, sizes, Path(args.plot))
         print(f"\nplot: {args.plot}")
     return 0
 
