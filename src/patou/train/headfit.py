@@ -105,7 +105,8 @@ def fit_head(
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(i)
-        row = {"epoch": epoch + 1, "phase": "head (cached features)", "train_loss": round(loss_sum / max(len(idx), 1), 5)}
+        row = {"epoch": epoch + 1, "phase": "head (cached features)",
+               "train_loss": round(loss_sum / max(len(idx), 1), 5)}
         if val_feats is not None and len(val_feats):
             ev = scores(predict_features(head, val_feats), np.asarray(y_val), n_classes)
             row.update(val_loss=round(ev["loss"], 5), val_acc=round(ev["acc"], 4), val_bal_acc=round(ev["bal_acc"], 4))

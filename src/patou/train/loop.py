@@ -212,7 +212,8 @@ def fit(
     names = [c.label for c in train]
     sample = sample if sample is not None else _default_sampler()
     head_epochs = min(max(int(head_epochs), 0), epochs)
-    config = {"backbone": backbone, "init": init, "view": float(view), "labels": list(labels), "image_size": int(image_size), "epochs": int(epochs),
+    config = {"backbone": backbone, "init": init, "view": float(view), "labels": list(labels),
+              "image_size": int(image_size), "epochs": int(epochs),
               "head_epochs": head_epochs, "lr": float(lr), "batch_size": int(batch_size),
               "balance_ratio": float(balance_ratio), "seed": int(seed), "n_train": len(train), "n_val": len(val)}
 
