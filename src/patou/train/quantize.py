@@ -247,9 +247,16 @@ def quantize_classifier(
     out_dir = Path(out_dir)
     dst = _destination(out_dir, name, fp32)
 
+    rollup_head = (fp32.extra or {}).get("init") == "rollup"
+
     def float_nodes(pre: Path) -> list[str]:
         nodes = weighted_nodes(pre)
-        return nodes[: max(0, int(float_first))] + ([nodes[0], nodes[-1]] if exclude_first_last and nodes else [])
+        keep = nodes[: max(0, int(float_first))] + ([nodes[0], nodes[-1]] if exclude_first_last and nodes else [])
+        if rollup_head:  # log-softmax over 1000 classes and -1e4 masks: no int8 range fits them
+            import onnx
+
+            keep += [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith("/head/")]
+        return keep
 
     inputs = [clf.preprocess([c])[0] for c in calibration_crops]
     settings = _quantize(fp32.onnx_path, dst, inputs, clf.session.get_inputs()[0].name, float_nodes, method)
