@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .detections_in import GivenBoxes, decide_direct
+from .digest import file_sha256
 from .media import DECODE_SIDE, decode
 from .models.classifier import Classifier
 from .models.detector import FAST_CARD, Detector, MultiSizeDetector, parse_detector_size
@@ -57,7 +58,7 @@ class Models:
         if self.detector.input_size != tuple(self.detector.card.input_size) or hasattr(self.detector, "passes"):
             parts.append(f"detector_size:{[d.input_size for d in getattr(self.detector, 'passes', [self.detector])]}")
         for card in (self.detector.card, self.classifier.card):
-            parts += [card.name, card.version, _file_digest(card.onnx_path), json.dumps(card.extra, sort_keys=True)]
+            parts += [card.name, card.version, file_sha256(card.onnx_path)[:16], json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def load(self, record: ImageRecord):
@@ -110,14 +111,6 @@ class Models:
             for d, p in zip(boxes, probs):
                 d.scores = {label: round(float(x), 6) for label, x in zip(labels, p)}
         return detections
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _stat_key(path: Path) -> list[int] | None:

@@ -10,7 +10,6 @@ for the conversion; the installed model runs on ONNX Runtime like the bundled on
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from patou import __version__
+from patou.digest import file_sha256
 from patou.models import registry
 from patou.models.card import ModelCard
 from patou.models.registry import Entry, Version
@@ -44,14 +44,6 @@ Progress = Callable[[int, int | None], None]
 
 
 # ---------------------------------------------------------------- download
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(url: str, dest: Path, progress: Progress | None = None, timeout: float = 60.0) -> Path:
     """Fetch `url` into `dest` through `dest.part`, resuming a `.part` left by an interrupted run
     (HTTP Range). `dest` only appears once the whole file is there."""
@@ -306,7 +298,7 @@ def install(
         downloaded = root / ".downloads" / Path(src_url.split("?")[0]).name
         log(f"downloading {src_url}" + (f" (about {ver.size_mb} MB)" if ver.size_mb and url is None else ""))
         path = download(src_url, downloaded, progress)
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if pinned and digest != pinned.lower():
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)  # a corrupt download is of no use to a retry

@@ -8,7 +8,6 @@ and a re-run finishes the job.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
+from patou.digest import file_sha256
 from patou.outputs.atomic import atomic_output
 from patou.record import UNDEFINED, ImageRecord, in_output_order
 
@@ -175,16 +175,8 @@ def _check_confined(dst: Path, sort_dir: Path) -> None:
             raise OSError(errno.EACCES, f"{cur} is a symlink; the sort does not follow it")
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _same_content(a: Path, b: Path) -> bool:
-    return os.path.samefile(a, b) or (os.path.getsize(a) == os.path.getsize(b) and _sha256(a) == _sha256(b))
+    return os.path.samefile(a, b) or (os.path.getsize(a) == os.path.getsize(b) and file_sha256(a) == file_sha256(b))
 
 
 def _fsync_dir(d: Path) -> None:
@@ -286,7 +278,7 @@ def _move(src: Path, dst: Path) -> str:
 def _move_by_copy(src: Path, dst: Path) -> str:
     tmp = _copy_tmp(src, dst)
     try:
-        if _sha256(tmp) != _sha256(src):
+        if file_sha256(tmp) != file_sha256(src):
             raise OSError(errno.EIO, "copy differs from the source (checksum mismatch)")
         _place(tmp, dst)
     except FileExistsError:

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from patou.digest import file_sha256
 from patou.media import decode
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD, DEFAULT_MARGIN, RESAMPLE, crop
@@ -63,14 +64,6 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Embedder:
     """Runs an embedding card, or the bundled classifier's logits when `model` is None."""
 
@@ -92,7 +85,7 @@ class Embedder:
         self._output = self.session.get_outputs()[0].name
         # the cache key: the weights' bytes and what shapes the input, never the file name
         self.key = hashlib.sha256(
-            f"{file_digest(card.onnx_path)}|{self.size}|{card.mean}|{card.std}|{self.margin}|{flip}".encode()
+            f"{file_sha256(card.onnx_path)}|{self.size}|{card.mean}|{card.std}|{self.margin}|{flip}".encode()
         ).hexdigest()[:20]
 
     @property

@@ -16,7 +16,8 @@ import numpy as np
 
 from patou.outputs.atomic import atomic_output
 from patou.reid.data import scan_individuals
-from patou.reid.embed import DETECTION_THRESHOLD, Cropped, Embedder, file_digest
+from patou.digest import file_sha256
+from patou.reid.embed import DETECTION_THRESHOLD, Cropped, Embedder
 
 
 def default_cache_dir() -> Path:
@@ -50,7 +51,7 @@ class EmbeddingCache:
         k = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         d = self.digests.get(k)
         if d is None:
-            d = self.digests[k] = file_digest(path)
+            d = self.digests[k] = file_sha256(path)
             self.dirty = True
         return d
 

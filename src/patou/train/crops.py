@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from patou.digest import update_with_file
 from patou.media import decode
 from patou.models.classifier import PAD_VALUE, crop
 from patou.outputs.atomic import atomic_output
@@ -55,10 +56,7 @@ class CropCache:
         return ModelCard.load(DEFAULT_CARD)  # the JSON only: enough for the key
 
     def key(self, path: Path, no_crop: bool = False, card=None) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        h = update_with_file(hashlib.sha256(), path)
         if no_crop:  # whole images do not depend on the detector or its settings
             setting = f"whole|{CROP_SIZE}|{PAD_VALUE}"
         else:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from patou.digest import file_sha256
 from patou.models.card import ModelCard
 from patou.outputs.atomic import atomic_output
 from patou.train.crops import read_crop
@@ -43,14 +44,6 @@ def find_backbone_card(name: str | Path) -> ModelCard | None:
     if not extra.get("features_output") or not extra.get("feature_dim"):
         raise ValueError(f"{path}: card has no extra.features_output/feature_dim: it cannot serve as a backbone")
     return card
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TorchFeatures:
@@ -91,7 +84,7 @@ class OnnxFeatures:
         names = [o.name for o in self.clf.session.get_outputs()]
         if self.output not in names:
             raise ValueError(f"{card.path}: the ONNX has no output {self.output!r} (outputs: {', '.join(names)})")
-        self.identity = f"onnx|{_file_hash(card.onnx_path)}|{card.input_size}|{card.mean}|{card.std}|{self.view:.6f}"
+        self.identity = f"onnx|{file_sha256(card.onnx_path)}|{card.input_size}|{card.mean}|{card.std}|{self.view:.6f}"
 
     def __call__(self, crops: list[Crop]) -> np.ndarray:
         out = []
@@ -115,7 +108,7 @@ class FeatureCache:
         self.counts = {"cached": 0, "computed": 0}
 
     def _path(self, crop: Crop) -> Path:
-        key = _file_hash(crop.path)
+        key = file_sha256(crop.path)
         return self.dir / key[:2] / f"{key}.npy"
 
     def features(self, crops: list[Crop]) -> np.ndarray:
