@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--cut", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gallery-size", type=int, default=10_000)
     ap.add_argument("--fuse", type=float, default=0.2, help="trained model weight in the fused rows (chosen on validation)")
@@ -73,7 +74,7 @@ def main() -> int:
         n = train_tree(a.data, tmp / "known")
         print(f"training on {n} MPDD train+val dogs ...")
         t0, c0 = time.perf_counter(), cpu_s()
-        train(tmp / "known", a.train, no_detector=True, epochs=a.epochs, views=a.views, cut=a.cut, threads=a.threads,
+        train(tmp / "known", a.train, no_detector=True, epochs=a.epochs, views=a.views, cut=a.cut, dim=a.dim, threads=a.threads,
               log=lambda m: print("  " + m))
         train_wall, train_cpu = time.perf_counter() - t0, cpu_s() - c0
         model = a.train
