@@ -2,7 +2,7 @@
 their fusion and DBA + alpha-QE re-ranking.
 
     python benchmarks/reid.py [--data ../shared/data/reid/naruto716-LostPetTest] [--model MODEL_DIR | --train OUT]
-                              [--epochs 30 --views 8 --cut 8] [--threads 2] [--fuse 0.2 --rerank 2] [--sweep]
+                              [--epochs 10 --views 6 --cut 14 --dim 256] [--threads 2] [--fuse 0.2 --rerank 2] [--sweep]
 
 --fuse and --rerank default to what the validation sweep (--sweep: the model's split.csv, its
 validation sequences against its training photos, never MPDD's test split) chose; the same
@@ -51,10 +51,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT)
     ap.add_argument("--model", type=Path, help="an embedding model to evaluate (no training)")
     ap.add_argument("--train", type=Path, help="train a model into this folder first (timed)")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--views", type=int, default=8)
-    ap.add_argument("--cut", type=int, default=8)
-    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--views", type=int, default=6)
+    ap.add_argument("--cut", type=int, default=14)
+    ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gallery-size", type=int, default=10_000)
     ap.add_argument("--fuse", type=float, default=0.2, help="trained model weight in the fused rows (chosen on validation)")

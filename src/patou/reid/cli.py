@@ -12,7 +12,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 _NO_DET = typer.Option(False, "--no-detector", help="The photos are crops already: embed them whole (square-padded).")
 _THREADS = typer.Option(None, help="CPU threads (default: all cores).")
 _CACHE = typer.Option(None, help="Embedding cache folder (default ~/.cache/patou/reid).")
-_FUSE = typer.Option(None, "--fuse", help="Fuse --model (weight W, 0..1) with the bundled untrained features (1 - W); 0.2 was best on MPDD validation.")
+_FUSE = typer.Option(None, "--fuse", help="Fuse --model (weight W, 0..1) with the bundled untrained features (1 - W); choose W per model on validation (benchmarks/reid.py --sweep).")
 _POOL = typer.Option("gem", "--pool", help="Bundled untrained features: gem (GeM-pooled last feature map) or logits (ImageNet logits).")
 _RERANK = typer.Option(0, "--rerank", help="Re-rank with DBA + alpha-QE over K gallery neighbours (0: off; 2 was best on MPDD validation).")
 
@@ -36,8 +36,8 @@ def train_cmd(
     no_detector: bool = _NO_DET,
     epochs: int = typer.Option(10, help="Passes over the training photos (one cached augmented view each)."),
     views: int = typer.Option(6, help="Augmented views per photo computed through the frozen blocks."),
-    cut: int = typer.Option(12, help="EfficientNet-Lite0 blocks kept frozen (of 16); the rest learn."),
-    dim: int = typer.Option(512, help="Embedding size."),
+    cut: int = typer.Option(14, help="EfficientNet-Lite0 blocks kept frozen (of 16); the rest learn."),
+    dim: int = typer.Option(256, help="Embedding size."),
     image_size: int = typer.Option(224, help="Network input size (multiple of 32)."),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(2e-3),
