@@ -148,7 +148,7 @@ def test_search_ranks_known_dogs_and_caches_the_gallery(small, tmp_path):
         truth = Path(q).parent.name
         hits1 += cands[0]["individual_id"] == truth
         hits3 += truth in {c["individual_id"] for c in cands}
-    # 8 dogs, whole-body crops, ImageNet logits: most queries find their dog first
+    # 8 dogs, whole-body crops, bundled ImageNet features: most queries find their dog first
     assert hits1 / len(by_q) >= 0.6 and hits3 >= hits1
 
     # second search: the gallery comes from the cache, nothing is embedded again
@@ -177,7 +177,7 @@ def test_search_reports_bad_photos_and_goes_on(small, tmp_path):
     with open(tmp_path / "out" / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {row["query"] for row in rows} == {str(q / "good.jpg")}
-    assert rows[0]["new_individual"] == ""  # bundled logits: no validated threshold
+    assert rows[0]["new_individual"] == ""  # bundled features: no validated threshold
 
 
 def test_search_missing_gallery_is_one_line(tmp_path):

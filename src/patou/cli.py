@@ -60,7 +60,7 @@ def run_cmd(
     max_pixels: int = typer.Option(MAX_PIXELS, help="Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at their draft size."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary, only errors."),
     reid_gallery: Optional[Path] = typer.Option(None, "--reid-gallery", help="Known individuals (KNOWN_DIR/<id>/*.jpg): rank them for each image (reid-candidates.csv, shown in the review app)."),
-    reid_model: Optional[Path] = typer.Option(None, "--reid-model", help="With --reid-gallery: an embedding model from `patou reid train` (default: bundled ImageNet logits)."),
+    reid_model: Optional[Path] = typer.Option(None, "--reid-model", help="With --reid-gallery: an embedding model from `patou reid train` (default: bundled ImageNet features)."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
     from .api import NothingToDo, run

@@ -12,6 +12,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 _NO_DET = typer.Option(False, "--no-detector", help="The photos are crops already: embed them whole (square-padded).")
 _THREADS = typer.Option(None, help="CPU threads (default: all cores).")
 _CACHE = typer.Option(None, help="Embedding cache folder (default ~/.cache/patou/reid).")
+_FUSE = typer.Option(None, "--fuse", help="Fuse --model (weight W, 0..1) with the bundled untrained features (1 - W); choose W per model on validation (benchmarks/reid.py --sweep).")
+_POOL = typer.Option("gem", "--pool", help="Bundled untrained features: gem (GeM-pooled last feature map) or logits (ImageNet logits).")
+_RERANK = typer.Option(0, "--rerank", help="Re-rank with DBA + alpha-QE over K gallery neighbours (0: off; 2 was best on MPDD validation).")
 
 
 def _log(quiet: bool):
@@ -33,8 +36,8 @@ def train_cmd(
     no_detector: bool = _NO_DET,
     epochs: int = typer.Option(10, help="Passes over the training photos (one cached augmented view each)."),
     views: int = typer.Option(6, help="Augmented views per photo computed through the frozen blocks."),
-    cut: int = typer.Option(12, help="EfficientNet-Lite0 blocks kept frozen (of 16); the rest learn."),
-    dim: int = typer.Option(512, help="Embedding size."),
+    cut: int = typer.Option(14, help="EfficientNet-Lite0 blocks kept frozen (of 16); the rest learn."),
+    dim: int = typer.Option(256, help="Embedding size."),
     image_size: int = typer.Option(224, help="Network input size (multiple of 32)."),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(2e-3),
@@ -62,10 +65,13 @@ def search_cmd(
     photos: list[Path] = typer.Argument(..., help="Photos or folders to identify."),
     gallery: Path = typer.Option(..., "--gallery", help="KNOWN_DIR of known individuals (leaf folder = individual)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for candidates.csv."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Embedding model (folder or card); default: the bundled classifier's ImageNet logits."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Embedding model (folder or card); default: the bundled classifier's untrained features (see --pool)."),
     top_k: int = typer.Option(5, "--top-k", help="Candidates per photo."),
     no_detector: bool = _NO_DET,
-    new_threshold: Optional[float] = typer.Option(None, help="Best score under which a photo is a new individual (default: the card's, chosen on validation)."),
+    new_threshold: Optional[float] = typer.Option(None, help="Best score under which a photo is a new individual (default: the card's, chosen on validation; none with --fuse or --rerank)."),
+    fuse: Optional[float] = _FUSE,
+    pool: str = _POOL,
+    rerank: int = _RERANK,
     cache_dir: Optional[Path] = _CACHE,
     threads: Optional[int] = _THREADS,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -75,7 +81,7 @@ def search_cmd(
 
     try:
         search(photos, gallery, out, model=model, top_k=top_k, no_detector=no_detector, new_threshold=new_threshold,
-               cache_dir=cache_dir, threads=threads, log=_log(quiet))
+               cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank, log=_log(quiet))
     except ValueError as e:
         _fail(e)
 
@@ -84,11 +90,14 @@ def search_cmd(
 def evaluate_cmd(
     data: Path = typer.Argument(..., help="KNOWN_DIR layout: photos of individuals (queries and gallery)."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, worst_queries.png)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Embedding model; default: the bundled classifier's ImageNet logits."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Embedding model; default: the bundled classifier's untrained features (see --pool)."),
     no_detector: bool = _NO_DET,
     split: Optional[Path] = typer.Option(None, "--split", help="CSV with path + a column saying query/gallery (default: one sequence per individual is the query)."),
     split_column: str = typer.Option("side", help="The --split column holding query/gallery."),
     seed: int = typer.Option(0),
+    fuse: Optional[float] = _FUSE,
+    pool: str = _POOL,
+    rerank: int = _RERANK,
     cache_dir: Optional[Path] = _CACHE,
     threads: Optional[int] = _THREADS,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -99,7 +108,8 @@ def evaluate_cmd(
 
     try:
         m = evaluate(data, out, model=model, no_detector=no_detector, split_csv=split, split_column=split_column,
-                     seed=seed, cache_dir=cache_dir, threads=threads, log=_log(quiet))
+                     seed=seed, cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank,
+                     log=_log(quiet))
     except ValueError as e:
         _fail(e)
     typer.echo(f"{m['queries']} queries vs {m['gallery']} gallery photos: hit@1 {_fmt(m.get('individual_hit@1'))}, "

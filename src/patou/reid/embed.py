@@ -4,8 +4,11 @@ A photo is cropped as `patou run` crops it (the detector's boxes, square crop wi
 margin), keeping one animal per photo: the most confident box above the threshold, ties broken
 by area. `no_detector` treats the whole photo as the crop (square-padded), for inputs that are
 crops already. The model is any card with `task: embedding` (its output is the embedding), or,
-without one, the bundled classifier's 1000 ImageNet logits: a generic appearance descriptor
-that needs no training.
+without one, the bundled ImageNet classifier: by default its last feature map (1280 x 7 x 7)
+GeM-pooled (p=3), or its 1000 logits (`pool="logits"`), generic appearance descriptors that need
+no training. On MPDD's train+val dogs (validation, never the test split) GeM features gave hit@1
+0.957 vs 0.950 and image mAP 0.808 vs 0.771 for the logits. `FusedEmbedder` concatenates a
+trained embedding with them.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from patou.models.runtime import cpu_session
 from patou.record import Detection, ImageRecord
 
 BATCH = 32
+POOLS = ("gem", "logits")
+GEM_P = 3.0
+# the tensor GlobalAveragePool reads in the bundled classifier (the last ReLU6 feature map)
+FEATURE_MAPS = {"efficientnet_lite0_imagenet": "/_swish_1/Clip_output_0"}
 DETECTION_THRESHOLD = 0.2  # patou run's default
 WHOLE = (0.0, 0.0, 1.0, 1.0)
 
@@ -64,14 +71,49 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-class Embedder:
-    """Runs an embedding card, or the bundled classifier's logits when `model` is None."""
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
 
-    def __init__(self, model: ModelCard | str | Path | None = None, threads: int | None = None, flip: bool = True):
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def with_output(model_bytes: bytes, tensor: str) -> bytes:
+    """The ONNX model with `tensor` (float) as an extra graph output, without the onnx package
+    (a train-only dependency): protobuf parses concatenated messages as one merged message, so
+    appending ModelProto{graph (7): GraphProto{output (12): ValueInfoProto{name, float tensor type}}}
+    adds an output and changes nothing else."""
+    value_info = _field(0x0A, tensor.encode()) + _field(0x12, _field(0x0A, b"\x08\x01"))
+    return model_bytes + _field(0x3A, _field(0x62, value_info))
+
+
+def gem(fmap: np.ndarray, p: float = GEM_P) -> np.ndarray:
+    """Generalized-mean pooling of (n, c, h, w) non-negative maps -> (n, c)."""
+    x = np.maximum(fmap.reshape(fmap.shape[0], fmap.shape[1], -1), 1e-6)
+    return np.mean(x**p, axis=-1) ** (1.0 / p)
+
+
+class Embedder:
+    """Runs an embedding card, or the bundled classifier (GeM features or logits) when `model` is None."""
+
+    def __init__(self, model: ModelCard | str | Path | None = None, threads: int | None = None, flip: bool = True,
+                 pool: str = "gem"):
         card = model if isinstance(model, ModelCard) else ModelCard.load(model or DEFAULT_CARD)
         if card.task not in ("embedding", "classification"):
             raise ValueError(f"{card.name}: task is {card.task!r}; re-identification needs an embedding "
                              "(or classification) model card")
+        if pool not in POOLS:
+            raise ValueError(f"pool {pool!r}: expected one of {', '.join(POOLS)}")
+        fmap = (card.extra or {}).get("feature_map") or FEATURE_MAPS.get(card.name)
+        if card.task == "embedding" or fmap is None:
+            pool = "logits" if card.task == "classification" else "embedding"
+        self.pool = pool
         if card.resize != "square-pad" or card.input_size[0] != card.input_size[1]:
             raise ValueError(f"{card.name}: only square 'square-pad' inputs are supported")
         self.card = card
@@ -80,17 +122,24 @@ class Embedder:
         self.margin = float((card.extra or {}).get("crop_margin", DEFAULT_MARGIN))
         self._mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        self.session = cpu_session(card.onnx_path, threads)
+        if pool == "gem":
+            self.session = cpu_session(with_output(card.onnx_path.read_bytes(), fmap), threads)
+            self._output = fmap
+        else:
+            self.session = cpu_session(card.onnx_path, threads)
+            self._output = self.session.get_outputs()[0].name
         self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
         # the cache key: the weights' bytes and what shapes the input, never the file name
         self.key = hashlib.sha256(
-            f"{file_sha256(card.onnx_path)}|{self.size}|{card.mean}|{card.std}|{self.margin}|{flip}".encode()
+            f"{file_sha256(card.onnx_path)}|{self.size}|{card.mean}|{card.std}|{self.margin}|{flip}"
+            f"{'' if pool in ('logits', 'embedding') else '|' + pool}".encode()
         ).hexdigest()[:20]
 
     @property
     def name(self) -> str:
-        return self.card.name if self.card.task == "embedding" else f"{self.card.name} (ImageNet logits)"
+        if self.card.task == "embedding":
+            return self.card.name
+        return f"{self.card.name} ({'ImageNet GeM features' if self.pool == 'gem' else 'ImageNet logits'})"
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         arrs = []
@@ -104,7 +153,11 @@ class Embedder:
 
     def raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Network outputs without flip or normalisation (the ONNX-vs-torch check uses this)."""
-        return self.session.run([self._output], {self._input: self.preprocess(crops)})[0]
+        return self._run(self.preprocess(crops))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        y = self.session.run([self._output], {self._input: x})[0]
+        return gem(y) if self.pool == "gem" else y
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(n, dim) unit vectors; with flip, the mean of the crop's and its mirror's outputs."""
@@ -115,7 +168,7 @@ class Embedder:
             n = len(x)
             if self.flip:
                 x = np.ascontiguousarray(np.concatenate([x, x[..., ::-1]]))
-            y = self.session.run([self._output], {self._input: x})[0].astype(np.float32)
+            y = self._run(x).astype(np.float32)
             out.append(l2n(l2n(y[:n]) + l2n(y[n:])) if self.flip else l2n(y))
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
@@ -123,3 +176,46 @@ class Embedder:
 
     def crop_photo(self, path: Path, detector=None, threshold: float = DETECTION_THRESHOLD) -> Cropped:
         return crop_photo(path, self.size, detector, threshold, self.margin, int(self.card.pad_value))
+
+
+class FusedEmbedder:
+    """A trained embedding fused with the bundled untrained one: the concatenation of
+    sqrt(weight) * trained and sqrt(1 - weight) * untrained unit vectors, so a similarity is
+    weight * trained cosine + (1 - weight) * untrained cosine (weight 0: the untrained alone).
+    Photos are cropped once, with the trained card's settings."""
+
+    def __init__(self, trained: Embedder, base: Embedder, weight: float):
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"--fuse {weight}: the trained model's weight must be between 0 and 1")
+        if trained.size != base.size or trained.card.pad_value != base.card.pad_value:
+            raise ValueError(f"{trained.card.name}: fusion needs the input size and padding of {base.card.name}")
+        self.trained, self.base, self.weight = trained, base, float(weight)
+        self.card, self.size, self.margin = trained.card, trained.size, trained.margin
+        self.key = hashlib.sha256(f"fused|{trained.key}|{base.key}|{self.weight}".encode()).hexdigest()[:20]
+
+    @property
+    def name(self) -> str:
+        return f"{self.trained.name} x{self.weight:g} + {self.base.name} x{1 - self.weight:g}"
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        crops = list(crops)
+        if not crops:
+            return np.zeros((0, 0), dtype=np.float32)
+        a, b = self.trained.embed(crops), self.base.embed(crops)
+        return np.hstack([np.sqrt(self.weight) * a, np.sqrt(1.0 - self.weight) * b]).astype(np.float32)
+
+    def crop_photo(self, path: Path, detector=None, threshold: float = DETECTION_THRESHOLD) -> Cropped:
+        return self.trained.crop_photo(path, detector, threshold)
+
+
+def make_embedder(model=None, *, fuse: float | None = None, pool: str = "gem", threads: int | None = None):
+    """The embedder `search`/`evaluate` use: `model` alone, or with `fuse` W (0..1) the trained
+    `model` weighted W and the bundled untrained features 1 - W."""
+    if fuse is None:
+        return Embedder(model, threads=threads, pool=pool)
+    if model is None:
+        raise ValueError("--fuse needs --model (a `patou reid train` model to fuse with the bundled features)")
+    trained = Embedder(model, threads=threads)
+    if trained.card.task != "embedding":
+        raise ValueError(f"{trained.card.name}: --fuse needs an embedding model from `patou reid train`")
+    return FusedEmbedder(trained, Embedder(None, threads=threads, pool=pool), fuse)

@@ -20,9 +20,10 @@ from patou.evaluate import _clean, _figure, _fmt
 from patou.outputs.atomic import atomic_output
 from patou.reid import metrics
 from patou.reid.data import query_gallery_split, scan_individuals
-from patou.reid.embed import DETECTION_THRESHOLD, Embedder
+from patou.reid.embed import DETECTION_THRESHOLD, Embedder, make_embedder
 from patou.reid.gallery import embed_photos
 from patou.reid.ranking import rank
+from patou.reid.rerank import ALPHA, rerank
 
 WORST = 12
 
@@ -49,8 +50,9 @@ def read_split_csv(path: str | Path, column: str) -> dict[str, str]:
 def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: bool = False,
              split_csv: str | Path | None = None, split_column: str = "side", seed: int = 0,
              threshold: float = DETECTION_THRESHOLD, cache_dir=None, use_cache: bool = True,
-             threads: int | None = None, embedder: Embedder | None = None,
-             log: Callable[[str], None] = print) -> dict:
+             threads: int | None = None, embedder: Embedder | None = None, fuse: float | None = None,
+             pool: str = "gem", rerank_k: int = 0, log: Callable[[str], None] = print) -> dict:
+    """`fuse`, `pool`: see embed.make_embedder; `rerank_k` > 0: DBA + alpha-QE (rerank.py) with k neighbours."""
     images, problems = scan_individuals(data)
     if split_csv:
         sides = read_split_csv(split_csv, split_column)
@@ -62,7 +64,7 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
         protocol = f"one whole sequence per individual as queries (seed {seed}), the other sequences as gallery"
     if not queries or not gallery:
         raise ValueError(f"{data}: no query/gallery photos to evaluate ({len(queries)} queries, {len(gallery)} gallery)")
-    embedder = embedder or Embedder(model, threads=threads)
+    embedder = embedder or make_embedder(model, fuse=fuse, pool=pool, threads=threads)
     kw = dict(no_detector=no_detector, threshold=threshold, cache_dir=cache_dir, use_cache=use_cache)
     if not no_detector:
         from patou.models.detector import Detector
@@ -72,10 +74,12 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
     g = embed_photos([i.path for i in gallery], embedder, **kw)
     for p in problems + q.problems + g.problems:
         log(p)
+    if rerank_k > 0 and len(q.paths) and len(g.paths):
+        q.vectors, g.vectors = rerank(q.vectors, g.vectors, rerank_k)
     label = {i.path: i.label for i in images}
     qids, gids = [label[p] for p in q.paths], [label[p] for p in g.paths]
     result = metrics.scores(q.vectors, qids, g.vectors, gids)
-    result.update(model=embedder.name, protocol=protocol, inputs="whole photos" if no_detector else "detector crops",
+    result.update(model=embedder.name, protocol=protocol, rerank=f"DBA + alpha-QE k={rerank_k} alpha={ALPHA:g}" if rerank_k > 0 else "none", inputs="whole photos" if no_detector else "detector crops",
                   skipped=len(q.problems) + len(g.problems))
 
     out = Path(out_dir)
@@ -100,7 +104,7 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
             log(f"warning: no worst_queries.png ({e.name} missing: pip install 'patou[train]')")
     with atomic_output(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(_clean(result), indent=2) + "\n")
-    md = ["# Re-identification report", "", f"Model: {embedder.name}. Protocol: {protocol}. Inputs: {result['inputs']}.",
+    md = ["# Re-identification report", "", f"Model: {embedder.name}. Protocol: {protocol}. Inputs: {result['inputs']}. Re-ranking: {result['rerank']}.",
           f"{result['queries']} queries against {result['gallery']} gallery photos of {result['individuals']} "
           "individuals.", "", "| level | hit@1 | hit@3 | hit@5 | mAP |", "|---|---|---|---|---|"]
     for level in ("individual", "image"):

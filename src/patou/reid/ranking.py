@@ -67,23 +67,27 @@ CANDIDATE_COLUMNS = ("query", "rank", "individual_id", "score", "gallery_file", 
 def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_k: int = 5,
            no_detector: bool = False, detection_threshold: float | None = None,
            new_threshold: float | None = None, cache_dir=None, use_cache: bool = True,
-           threads: int | None = None, log=print) -> dict:
+           threads: int | None = None, fuse: float | None = None, pool: str = "gem", rerank_k: int = 0,
+           log=print) -> dict:
     """Rank the known individuals of `gallery` (KNOWN_DIR layout) for every photo in `photos`
     (files or folders) and write OUT/candidates.csv; returns a summary.
 
     `new_individual` is true when a query's best score is under `new_threshold` (default: the
     model card's `new_individual_threshold`, chosen on validation by `reid train`; the bundled
-    fallback has none, so the column stays empty unless one is given)."""
+    fallback has none, so the column stays empty unless one is given). `fuse`, `pool`: see
+    embed.make_embedder; `rerank_k` > 0 re-ranks with DBA + alpha-QE (rerank.py). Both change the
+    scores the card's threshold was chosen on, so with either only an explicit `new_threshold` counts."""
     import csv
 
     from patou.media import IMAGE_EXTENSIONS, scan
     from patou.outputs.atomic import atomic_output
-    from patou.reid.embed import DETECTION_THRESHOLD, Embedder
+    from patou.reid.embed import DETECTION_THRESHOLD, make_embedder
     from patou.reid.gallery import Gallery, embed_photos
+    from patou.reid.rerank import rerank
 
     out = Path(out_dir)
-    embedder = Embedder(model, threads=threads)
-    if new_threshold is None:
+    embedder = make_embedder(model, fuse=fuse, pool=pool, threads=threads)
+    if new_threshold is None and fuse is None and rerank_k <= 0:
         new_threshold = (embedder.card.extra or {}).get("new_individual_threshold") if embedder.card.task == "embedding" else None
     kw = dict(no_detector=no_detector, threshold=DETECTION_THRESHOLD if detection_threshold is None else detection_threshold,
               cache_dir=cache_dir, use_cache=use_cache)
@@ -102,6 +106,8 @@ def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_
     q = embed_photos(paths, embedder, **kw)
     for p in problems + q.problems:
         log(p)
+    if rerank_k > 0 and q.paths:
+        q.vectors, g.vectors = rerank(q.vectors, g.vectors, rerank_k)
     ranked = rank(q.vectors, g.vectors, g.ids, top_k) if q.paths else []
     rows = []
     for path, cands in zip(q.paths, ranked):
