@@ -82,10 +82,11 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                 if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
                     continue
                 path = here / name
-                if _loops(path):
+                try:
+                    key = path.resolve()
+                except (RuntimeError, OSError):  # a file symlink loop (RuntimeError up to Python 3.12)
                     problems.append(f"{path}: symlink loop, skipped")
                     continue
-                key = path.resolve()
                 if key in seen_files:  # the same file reached twice (overlapping inputs, links)
                     continue
                 seen_files.add(key)
