@@ -1,9 +1,12 @@
 """What `patou run` finds on the real images, reduced to what must not drift: boxes, labels.
 
-    PYTHONPATH=src python tests/pipeline_snapshot.py --write   # record tests/data/pipeline_reference.json
+    PYTHONPATH=src python tests/pipeline_snapshot.py --write [--variant fast]   # record tests/data/pipeline_reference.json
 
 The reference was recorded with the code before issue 13's speed work (decode, letterbox,
 crop and classify changes); tests/test_pipeline_reference.py compares today's outputs with it.
+The "fast" variant was recorded again when the bundled int8 detector was rebuilt with 7-bit
+weights (train/quantize.py: the 8-bit one saturated on CPUs without VNNI), still with the code
+before the second round of speed work; "float32" is the original recording.
 """
 from __future__ import annotations
 
@@ -142,8 +145,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "camtrap-real")
     ap.add_argument("--write", action="store_true", help=f"write {REFERENCE.relative_to(ROOT)}")
+    ap.add_argument("--variant", choices=["float32", "fast"], action="append",
+                    help="record only this variant (repeatable); the others keep their recording")
     args = ap.parse_args()
-    data = {"float32": snapshot(args.real, fast=False), "fast": snapshot(args.real, fast=True)}
+    variants = args.variant or ["float32", "fast"]
+    data = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
+    data.update({v: snapshot(args.real, fast=v == "fast") for v in variants})
     text = dumps(data)
     if args.write:
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,7 @@ def test_int8_card_records_the_settings_and_keeps_logits_float(int8_classifier):
     qz = card.extra["quantization"]
     assert card.name == "efficientnet_lite0_imagenet_int8" and card.file == "model.onnx"
     assert qz["weights"] == "int8 per-channel" and qz["format"] == "QDQ" and qz["calibration_inputs"] == 20
+    assert qz["weight_bits"] == 7  # no u8 x s8 saturation on CPUs without VNNI
     assert len(qz["float_nodes"]) == q.FLOAT_FIRST and qz["size_mb_int8"] < qz["size_mb_fp32"]
     graph = onnx.load(str(card.onnx_path)).graph
     made_by = {o: n.op_type for n in graph.node for o in n.output}

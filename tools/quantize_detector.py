@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     q = ModelCard.load(card.path).extra["quantization"]
     print(f"wrote {card.onnx_path} ({q['size_mb_int8']} MB, fp32 {q['size_mb_fp32']} MB)")
-    print(f"settings: {q['format']}, {q['weights']}, {q['activations']} activations, {q['calibration']} "
+    print(f"settings: {q['format']}, {q['weights']} ({q['weight_bits']}-bit range), {q['activations']} activations, {q['calibration']} "
           f"calibration on {q['calibration_inputs']} frames, {len(q['float_nodes'])} nodes kept float")
     print(f"held-out frames: {fig['kept_by_int8']}/{fig['fp32_detections']} fp32 detections >= {args.threshold} kept "
           f"(recall change {fig['recall_change_points']:+.1f} points), {fig['extra_int8_detections']} extra; "
