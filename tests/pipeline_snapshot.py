@@ -28,7 +28,7 @@ def snapshot(real: Path, fast: bool) -> dict:
     from patou.pipeline import Models, process
 
     records, _ = scan([real])
-    models = Models(fast=fast)
+    models = Models(fast=fast, images_at_once=None)  # as patou run: one image per core
     process(records, models, DETECTION_THRESHOLD)
     out = {}
     for r in records:

@@ -28,3 +28,30 @@ def test_differences_reports_a_moved_box_a_new_box_and_a_changed_label():
     new[rel]["label"] = "wolf" if ref[rel]["label"] != "wolf" else "fox"
     d = differences(ref, new)
     assert any("lost" in x for x in d) and any("new box" in x for x in d) and any("label" in x for x in d)
+
+
+def test_images_side_by_side_give_the_same_records_in_input_order(real):
+    """`patou run` analyses one image per core; the guard one at a time with every core. Same
+    records either way (sessions on 1 or 2 threads: float rounding at most), finished in input order."""
+    from patou.media import scan
+    from patou.pipeline import Models, process
+
+    records = {}
+    for at_once in (1, 2):
+        recs, _ = scan([real / "animl-py-southwest", real / "zamba-ena24-small"])
+        recs = recs[:24]
+        models = Models(threads=2, images_at_once=at_once)
+        assert models.images_at_once == at_once
+        done = []
+        process(recs, models, 0.2, on_done=done.append)
+        assert [r.path for r in done] == [r.path for r in recs]  # checkpoint and progress in input order
+        records[at_once] = recs
+    one, two = records[1], records[2]
+    assert sum(bool(r.detections) for r in one) >= 12
+    for a, b in zip(one, two):
+        assert (a.failure, len(a.detections)) == (b.failure, len(b.detections)), a.path
+        for x, y in zip(a.detections, b.detections):
+            assert x.bbox == pytest.approx(y.bbox, abs=2e-4) and x.conf == pytest.approx(y.conf, abs=2e-4)
+            if x.scores:
+                assert max(x.scores, key=x.scores.get) == max(y.scores, key=y.scores.get)
+                assert x.scores == pytest.approx(y.scores, abs=1e-3)

@@ -89,6 +89,7 @@ def run(
     no_detector: bool = False,
     time_source: str | list[str] = DEFAULT_TIME_SOURCE,
     detector_size: str | int | None = None,
+    images_at_once: int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -98,6 +99,8 @@ def run(
     `detections`: a MegaDetector batch file whose boxes replace the bundled detector's for the
     files it lists; `no_detector`: every photo is one box (inputs that are crops already).
     `detection_threshold` defaults to the file's typical threshold, else 0.2.
+    `images_at_once`: images analysed side by side (default one per thread: the most photos per
+    second; 1 = one image at a time with every thread, the shortest wait for each photo).
     """
     t0 = time.perf_counter()
     if demo and inputs:
@@ -140,7 +143,8 @@ def run(
             raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
         model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
                              max_pixels=max_pixels, detector_size=detector_size)
-        models = Models(**model_options)
+        # Ray workers bring their own Models; here, a batch: by default one image per thread
+        models = Models(**model_options, images_at_once=images_at_once if engine != "ray" else 1)
         if target and target not in models.classifier.labels:
             raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
         lock = lock or OutLock(out)

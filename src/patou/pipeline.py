@@ -34,8 +34,19 @@ class Models:
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
                  fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None,
-                 detector_size: str | int | None = None, max_pixels: int | None = None):
+                 detector_size: str | int | None = None, max_pixels: int | None = None,
+                 images_at_once: int | None = 1):
+        """`threads`: CPU threads in all (default: every core). `images_at_once`: images `process`
+        analyses side by side, each session call then on threads // images_at_once threads; None:
+        one image per thread. One image at a time with every thread is the shortest wait for one
+        photo (the guard); one per thread is the most photos per second (a batch run): single-thread
+        calls never wait for a parallel op's slowest thread, and one image's decoding overlaps the
+        other's inference with nothing to schedule (measured: benchmarks/throughput.py)."""
         self.max_pixels = max_pixels  # decode cap (media.MAX_PIXELS when None)
+        total = threads or os.cpu_count() or 1
+        self.images_at_once = max(1, min(int(images_at_once or total), total))
+        if self.images_at_once > 1:
+            threads = max(1, total // self.images_at_once)
         sizes = parse_detector_size(detector_size)
         card = FAST_CARD if fast else None
         self.detector = (MultiSizeDetector(card, threads, sizes) if sizes and len(sizes) > 1
@@ -188,21 +199,27 @@ def _lower_priority() -> None:
         pass
 
 
-def prefetched(records: list[ImageRecord], load: Callable, workers: int = 2, ahead: int = 6) -> Iterator[tuple]:
-    """Yield (record, load(record)) in input order, loading up to `ahead` records in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load", initializer=_lower_priority) as pool:
+def in_order(records: list[ImageRecord], work: Callable, workers: int = 2, ahead: int = 6,
+             initializer: Callable | None = None) -> Iterator[tuple]:
+    """Yield (record, work(record)) in input order, working on up to `ahead` records in advance."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load", initializer=initializer) as pool:
         window: deque = deque()
         it = iter(records)
         for r in it:
-            window.append((r, pool.submit(load, r)))
+            window.append((r, pool.submit(work, r)))
             if len(window) >= ahead:
                 break
         while window:
             r, fut = window.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                window.append((nxt, pool.submit(load, nxt)))
+                window.append((nxt, pool.submit(work, nxt)))
             yield r, fut.result()
+
+
+def prefetched(records: list[ImageRecord], load: Callable, workers: int = 2, ahead: int = 6) -> Iterator[tuple]:
+    """Yield (record, load(record)) in input order, loading up to `ahead` records in advance."""
+    return in_order(records, load, workers, ahead, initializer=_lower_priority)
 
 
 def process(
@@ -212,10 +229,22 @@ def process(
     checkpoint: Checkpoint | None = None,
     on_done: Callable[[ImageRecord], None] = lambda r: None,
 ) -> None:
-    """Run every record through the models, appending each result to the checkpoint."""
-    for r, loaded in prefetched(records, models.load):
-        if loaded is not None:
-            models.analyse_safely(loaded, r, classify_threshold)
+    """Run every record through the models, appending each result to the checkpoint in input order.
+
+    With `models.images_at_once` > 1 each worker thread takes whole images (decode, detect,
+    classify); otherwise decoding threads run ahead of one image at a time in inference."""
+    at_once = getattr(models, "images_at_once", 1)
+    if at_once > 1:
+        def analysed(r: ImageRecord) -> None:
+            loaded = models.load(r)
+            if loaded is not None:
+                models.analyse_safely(loaded, r, classify_threshold)
+
+        results = in_order(records, analysed, workers=at_once, ahead=2 * at_once)
+    else:
+        results = ((r, models.analyse_safely(loaded, r, classify_threshold) if loaded is not None else None)
+                   for r, loaded in prefetched(records, models.load))
+    for r, _ in results:
         if checkpoint:
             checkpoint.append(r)
         on_done(r)
