@@ -49,7 +49,7 @@ def run_cmd(
     sort_dir: Optional[Path] = typer.Option(None, help="Where --sort puts the per-label folders."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --sort: print the plan, touch nothing."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run in the same --out folder."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for inference (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores), each on one photo at a time."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Skip test-time flip (faster, a little less accurate)."),
     fast: bool = typer.Option(False, "--fast", help="Use the int8 detector (about 1.9x faster, same boxes on the real test images)."),
     video_fps: float = typer.Option(1.0, help="Videos: frames analysed per second of video (DeepFaune: 1)."),
