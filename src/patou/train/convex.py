@@ -140,7 +140,7 @@ def group_folds(y: np.ndarray, groups: list, k: int = CV_FOLDS, seed: int = 0) -
     from sklearn.model_selection import StratifiedGroupKFold
 
     g = np.unique(np.asarray([str(v) for v in groups]), return_inverse=True)[1]
-    n_splits = min(k, len(set(g.tolist())))
+    n_splits = min(k, len(set(g.tolist())), int(np.bincount(np.unique(y, return_inverse=True)[1]).max()))
     if n_splits < 2:
         return []
     with warnings.catch_warnings():  # "least populated class has only n members": expected with few photos
