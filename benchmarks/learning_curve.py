@@ -21,9 +21,9 @@ crops are computed once and cached):
   rollup     head-only, roll-up log-probabilities + a zero-initialised correction (margin 0.0),
              fitted by AdamW epochs (headfit.py, `patou train --head-fit sgd`)
   convex     the same head, the correction fitted convexly (convex.py: default, bias-only or linear,
-             penalty chosen by grouped CV on the fold's training crops alone, groups = events as
-             `patou train` forms them, `--cv-groups site` as with `--split-by site`): what
-             `patou train --mode head` does
+             penalty chosen by grouped CV on the fold's training crops alone; groups = sites, as
+             `patou train --split-by site` does, since this benchmark tests new sites; `--cv-groups
+             event` as with the default `--split-by event`): what `patou train --mode head` does
   ft-rollup  the whole network fine-tuned from the roll-up start (loop.fit: 1 head + 3 fine-tune
              epochs, no early stopping: no validation set is taken from so few photos) - slow,
              so only at --fine-tune-sizes, on the first --fine-tune-folds folds of one draw
@@ -211,8 +211,8 @@ def main() -> int:
                             head = build_head(spec.n_features, len(labels), draw)
                         t = time.perf_counter()
                         if m == "convex":  # what `patou train --mode head` does: CV on the training crops only
-                            res = fit_rollup_convex(head, f[tr], y[tr], [getattr(crops[i], group_by) for i in tr], seed=draw,
-                                                    criterion=args.criterion)
+                            res = fit_rollup_convex(head, f[tr], y[tr], [getattr(crops[i], group_by) for i in tr],
+                                                    seed=draw, criterion=args.criterion)
                             choices[(task, size)].append(res["choice"])
                         else:
                             fit_head(head, f[tr], y[tr].tolist(), seed=draw)
