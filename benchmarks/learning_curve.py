@@ -2,6 +2,7 @@
 
     python benchmarks/learning_curve.py [--sizes 2,5,10,20,all] [--draws 3] [--fine-tune-sizes 5,20]
                                         [--fine-tune-folds 3] [--plot docs/learning_curve.png]
+                                        [--methods random,rows,rollup,convex] [--cv-groups event|site]
 
 Photos: ../shared/data/camtrap-real (the 100x75 camtrapR thumbnails left out) + ../shared/data/camtrap-train,
 detector crops from the crop cache (~/.cache/patou/crops). Cross-validation by source: one fold per
@@ -17,7 +18,12 @@ crops are computed once and cached):
              summed into the task's (`other` = everything the task does not name)
   random     head-only, a fresh Linear head on cached EfficientNet-Lite0 features (margin 0.1)
   rows       head-only, Linear rows initialised from the rolled-up ImageNet rows (margin 0.0)
-  rollup     head-only, roll-up log-probabilities + a zero-initialised correction (margin 0.0)
+  rollup     head-only, roll-up log-probabilities + a zero-initialised correction (margin 0.0),
+             fitted by AdamW epochs (headfit.py, `patou train --head-fit sgd`)
+  convex     the same head, the correction fitted convexly (convex.py: default, bias-only or linear,
+             penalty chosen by grouped CV on the fold's training crops alone; groups = sites, as
+             `patou train --split-by site` does, since this benchmark tests new sites; `--cv-groups
+             event` as with the default `--split-by event`): what `patou train --mode head` does
   ft-rollup  the whole network fine-tuned from the roll-up start (loop.fit: 1 head + 3 fine-tune
              epochs, no early stopping: no validation set is taken from so few photos) - slow,
              so only at --fine-tune-sizes, on the first --fine-tune-folds folds of one draw
@@ -44,6 +50,7 @@ NORM = {  # camtrap-real's label_norm -> patou's coarse labels (None: left out)
     "bird (heron)": "bird", "opossum": "other", "elephant": "other", "empty": None, "": None,
     "human;vehicle": None, "unidentified": None,
 }
+HEADS = ("random", "rows", "rollup", "convex")
 THRESHOLD = 0.5  # patou run's default --threshold
 MIN_IMAGES = 10
 
@@ -110,6 +117,10 @@ def main() -> int:
     ap.add_argument("--plot", default=str(Path(__file__).resolve().parents[1] / "docs" / "learning_curve.png"),
                     help="PNG to write ('' for none)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--cv-groups", choices=("event", "site"), default="site",
+                    help="inner CV groups of the convex fit (site: as `patou train --split-by site`)")
+    ap.add_argument("--criterion", choices=("bal_acc", "bal_log_loss"), default="bal_acc")
+    ap.add_argument("--methods", default=",".join(HEADS), help="head-only methods to fit (default always runs)")
     args = ap.parse_args()
     if not (DATA / "camtrap-real" / "LABELS.csv").is_file() or not (DATA / "camtrap-train" / "LABELS.csv").is_file():
         print(f"skip: labelled photos not found under {DATA}", file=sys.stderr)
@@ -119,15 +130,20 @@ def main() -> int:
     from patou.train.backbones import DROPOUT, build
     from patou.train.crops import CropCache, read_crop, view_fraction
     from patou.train.features import FeatureCache, TorchFeatures
+    from patou.train.convex import fit_rollup_convex
     from patou.train.headfit import fit_head, predict_features
     from patou.train.job import CROP_MARGIN, DETECTION_THRESHOLD, default_cache_dir
     from patou.train.loop import fit
     from patou.train.rollup import make_head
+    from patou.train.splits import assign_events
 
     torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    group_by = "event_id" if args.cv_groups == "event" else "site"
     sizes = [s if s == "all" else int(s) for s in args.sizes.split(",")]
     ft_sizes = [s if s == "all" else int(s) for s in args.fine_tune_sizes.split(",") if s]
     images = load_images()
+    assign_events(images)  # inner CV groups, as `patou train` forms them
     cache = CropCache(default_cache_dir(), detection_threshold=DETECTION_THRESHOLD, margin=CROP_MARGIN)
     t = time.perf_counter()
     crops, _ = cache.crops_for(images)
@@ -148,7 +164,7 @@ def main() -> int:
     arrays0 = [read_crop(c.path, v0) for c in crops]
     img_of = np.array([str(c.source) for c in crops])
     groups = sorted({c.site for c in crops})
-    rows, curves = [], {}
+    rows, curves, choices = [], {}, defaultdict(list)
     for task in args.tasks.split(","):
         if task == "a":
             lab_of = ["bear" if c.label == "bear" else "other" for c in crops]
@@ -170,7 +186,7 @@ def main() -> int:
         for size in sizes:
             per = defaultdict(list)
             for draw in range(args.draws if size != "all" else 1):
-                preds = {m: np.zeros((len(crops), len(labels))) for m in ("random", "rows", "rollup")}
+                preds = {m: np.zeros((len(crops), len(labels))) for m in methods}
                 secs = Counter()
                 ft = size in ft_sizes and draw == 0
                 ft_pred, ft_idx = np.zeros((len(crops), len(labels))), []
@@ -188,13 +204,18 @@ def main() -> int:
                     tr = np.array([i for i in train_all if img_of[i] in chosen])
                     if len(set(y[tr].tolist())) < 2:
                         continue
-                    for m in ("random", "rows", "rollup"):
+                    for m in methods:
                         f = feats["m1" if m == "random" else "m0"]
-                        head = make_head(m, labels, spec.n_features, DROPOUT, seed=draw)
+                        head = make_head("rollup" if m == "convex" else m, labels, spec.n_features, DROPOUT, seed=draw)
                         if head is None:
                             head = build_head(spec.n_features, len(labels), draw)
                         t = time.perf_counter()
-                        fit_head(head, f[tr], y[tr].tolist(), seed=draw)
+                        if m == "convex":  # what `patou train --mode head` does: CV on the training crops only
+                            res = fit_rollup_convex(head, f[tr], y[tr], [getattr(crops[i], group_by) for i in tr],
+                                                    seed=draw, criterion=args.criterion)
+                            choices[(task, size)].append(res["choice"])
+                        else:
+                            fit_head(head, f[tr], y[tr].tolist(), seed=draw)
                         secs[m] += time.perf_counter() - t
                         preds[m][test] = predict_features(head, f[test])
                     if ft and fi < args.fine_tune_folds:
@@ -224,6 +245,9 @@ def main() -> int:
                 rows.append({"task": task, "size": size, "method": m, **avg})
                 curves.setdefault((task, m), []).append((size, avg["bal_acc"]))
         print_table([r for r in rows if r["task"] == task])
+        for (t_, size), ch in choices.items():
+            if t_ == task:
+                print(f"convex choices at {size}: {dict(Counter((c['correction'], c['penalty']) for c in ch))}")
     if args.plot:
         plot(curves, sizes, Path(args.plot))
         print(f"\nplot: {args.plot}")

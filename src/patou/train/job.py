@@ -74,6 +74,7 @@ def _arrays(crops: list[Crop], view: float = 1.0) -> list[np.ndarray]:
 
 
 MODES = ("auto", "head", "fine-tune")
+HEAD_FITS = ("convex", "sgd")
 
 
 def _better(a: dict | None, b: dict | None) -> bool:
@@ -86,8 +87,10 @@ def _better(a: dict | None, b: dict | None) -> bool:
 
 def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, backbone_card, init: str, view: float,
                image_size: int, seed: int, balance_ratio: float, merge_map: dict, cache_root: Path, threads: int,
-               log) -> dict:
-    """A head on cached features of the frozen backbone (features.py, headfit.py): seconds."""
+               head_fit: str, split_by: str, log) -> dict:
+    """A head on cached features of the frozen backbone (features.py): seconds. A roll-up head's
+    correction is fitted convexly, its penalty chosen by CV grouped like the split (convex.py);
+    other heads, or `head_fit="sgd"`, by AdamW epochs (headfit.py)."""
     import torch
 
     from patou.train.backbones import DROPOUT, build
@@ -118,7 +121,21 @@ def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, back
     tf, vf = cache.features(train_crops), cache.features(val_crops)
     log(f"features: {len(train_crops) + len(val_crops)} crops x 2 views in {time.perf_counter() - t0:.1f} s "
         f"({cache.counts['cached']} of the last {len(val_crops)} cached)")
-    res = fit_head(head, tf, y_train, vf, y_val, balance_ratio=balance_ratio, seed=seed, log=log)
+    note = {"method": "sgd"}
+    if head_fit == "convex" and init == "rollup" and backbone_card is None:
+        from patou.train.convex import fit_rollup_convex
+        from patou.train.headfit import predict_features, scores
+
+        fit = fit_rollup_convex(head, tf, y_train, [c.event_id if split_by == "event" else c.site for c in train_crops],
+                                seed=seed, log=log)
+        b = scores(predict_features(head, vf), np.asarray(y_val), len(labels))
+        note = fit["choice"]
+        res = {"best": b, "best_epoch": 1, "seconds": fit["seconds"],
+               "history": [{"epoch": 1, "phase": f"convex correction: {note['correction']}, penalty {note['penalty']}",
+                            "val_loss": round(b["loss"], 5), "val_acc": round(b["acc"], 4),
+                            "val_bal_acc": round(b["bal_acc"], 4), "best": True}]}
+    else:
+        res = fit_head(head, tf, y_train, vf, y_val, balance_ratio=balance_ratio, seed=seed, log=log)
     _write_history(res["history"], out / "history_head.csv")
     b = res["best"]
     best = {"val_loss": b["loss"], "val_acc": b["acc"], "val_bal_acc": b["bal_acc"],
@@ -126,7 +143,7 @@ def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, back
     if model is not None:
         model.eval()
     return {"finished": True, "model": model, "head": head, "spec": spec, "best": best, "best_epoch": res["best_epoch"],
-            "history": res["history"], "seconds": res["seconds"]}
+            "history": res["history"], "seconds": res["seconds"], "head_fit": note}
 
 
 def train(
@@ -158,6 +175,7 @@ def train(
     max_epochs_this_run: int | None = None,
     init: str | None = None,
     mode: str = "auto",
+    head_fit: str = "convex",
 ) -> dict:
     """Train a crop classifier on DATA (leaf folder = label, or `labels_csv` path,label) into
     `out`, loadable by `patou run --model out`. Returns fit's summary plus `card` and `problems`.
@@ -165,7 +183,8 @@ def train(
     `init` rollup|rows|random (None: rollup where the labels meet the bundled taxonomy, see
     rollup.py). `mode`: "head" fits a head on cached backbone features (seconds), "fine-tune"
     the whole network (loop.py), "auto" both and keeps the better on validation. `backbone`: a
-    bundled one (backbones.NAMES) or an installed model (name or path, features.py): head only."""
+    bundled one (backbones.NAMES) or an installed model (name or path, features.py): head only.
+    `head_fit` convex|sgd: how a roll-up head is fitted on cached features (convex.py, headfit.py)."""
     from patou.train.backbones import NAMES
     from patou.train.export import export_model
     from patou.train.features import find_backbone_card
@@ -175,6 +194,8 @@ def train(
     out = Path(out)
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if head_fit not in HEAD_FITS:
+        raise ValueError(f"--head-fit {head_fit!r}: choose one of {', '.join(HEAD_FITS)}")
     backbone_card = None if backbone in NAMES else find_backbone_card(backbone)
     if backbone not in NAMES and backbone_card is None:
         raise ValueError(f"--backbone {backbone!r}: neither a bundled backbone ({', '.join(NAMES)}) nor an installed "
@@ -232,7 +253,8 @@ def train(
     if mode in ("head", "auto") and not resume:
         head_res = _head_only(train_crops, val_crops, labels, out, backbone=backbone, backbone_card=backbone_card,
                               init=init, view=view, image_size=image_size, seed=seed, balance_ratio=balance_ratio,
-                              merge_map=merge_map, cache_root=cache_root, threads=threads, log=log)
+                              merge_map=merge_map, cache_root=cache_root, threads=threads, head_fit=head_fit,
+                              split_by=split_by, log=log)
     if mode == "head":
         result = {**head_res, "config": {"backbone": backbone if backbone_card is None else backbone_card.name,
                                          "init": init, "labels": list(labels), "seed": seed,
@@ -267,6 +289,7 @@ def train(
         "crop_margin": margin,
         **card_note(init, labels, merge_map),
         "mode": chosen,
+        "head_fit": head_res["head_fit"] if head_res and chosen == "head" else None,
         "validation": {"head_only": metrics["head_only"], "fine_tuned": metrics["fine_tuned"]},
         "whole_image": no_crop,
         "training": {"data": str(Path(data).absolute()), "labels_csv": str(labels_csv) if labels_csv else None,
