@@ -202,7 +202,7 @@ def _lower_priority() -> None:
 def in_order(records: list[ImageRecord], work: Callable, workers: int = 2, ahead: int = 6,
              initializer: Callable | None = None) -> Iterator[tuple]:
     """Yield (record, work(record)) in input order, working on up to `ahead` records in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load", initializer=initializer) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patou", initializer=initializer) as pool:
         window: deque = deque()
         it = iter(records)
         for r in it:
