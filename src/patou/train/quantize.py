@@ -12,11 +12,11 @@ to lose almost nothing here (tools/quantize_detector.py, tests/test_quantize.py)
   box regressions and the scores end in one tensor that must not share one int8 scale.
 
 - Weights in 7 bits (`reduce_range`): x86 CPUs without VNNI (AVX2 only: AMD Zen 1-3, Intel
-  before Ice Lake, most field laptops) multiply u8 x s8 pairs with VPMADDUBSW, which saturates at
+  before Ice Lake, many field laptops) multiply u8 x s8 pairs with VPMADDUBSW, which saturates at
   int16 when full-range weights meet large activations. With 8-bit weights the same int8 detector
   that matched fp32 on a VNNI machine lost a person box (conf 0.82) and added boxes on blanks on an
-  AVX2 EPYC; 7-bit weights cannot saturate (2 x 255 x 64 < 32768), so results are the same on
-  every x86 CPU.
+  AVX2 EPYC; 7-bit weights cannot saturate (2 x 255 x 64 < 32768), so CPUs with and without VNNI
+  compute the same integer products.
 - Graph outputs in float (`_float_outputs`): a quantized output clips the logits at the largest
   value seen in calibration.
 
