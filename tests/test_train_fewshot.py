@@ -286,3 +286,16 @@ def test_convex_head_from_the_cache_equals_head_from_the_photos(lite0_features, 
         heads.append((convex.fit_rollup_convex(h, f, y, list(range(len(y))), penalties=(1.0, 1e-2))["choice"], h))
     assert heads[0][0]["correction"] == heads[1][0]["correction"] and heads[0][0]["penalty"] == heads[1][0]["penalty"]
     np.testing.assert_allclose(predict_features(heads[0][1], cached), predict_features(heads[1][1], cached), atol=1e-4)
+
+
+
+def test_convex_without_evidence_penalises_by_the_effective_number_of_crops(lite0_features):
+    """Every bear in one group: no CV, the linear correction at 1 / (effective crops), which the
+    balanced weights make ~ classes x the rarest count, not the number of crops."""
+    two, feats, base, y, convex = lite0_features
+    one = ["siteA" if v == y[0] else f"site{i}" for i, v in enumerate(y)]  # y[0]'s class in one group
+    res = convex.choose(base, feats, y, one, penalties=(1.0,))
+    assert res["folds"] == 0 and res["choice"] == ("linear", pytest.approx(1 / convex.effective_crops(y)))
+    assert convex.effective_crops(np.array([0] * 5 + [1] * 5)) == pytest.approx(10)  # balanced: every crop
+    assert convex.effective_crops(np.array([0] + [1] * 550)) == pytest.approx(4 / (1 + 1 / 550))  # one bear: ~4
+    assert convex.choose(base, feats, y, list(range(len(y))), penalties=(1.0,))["folds"] >= 2  # evidence: CV

@@ -21,8 +21,11 @@ epochs and no sampler. Details, each for a reason:
     (groups: events or sites, as the validation split). The default is a candidate, so a
     correction is only kept when it predicts held-out groups better than doing nothing;
   - when a class has all its crops in one group, CV has no evidence for it (held out, nothing is
-    left to learn it from): the linear correction at lam = 1 / crops, the textbook penalty
-    (scikit-learn's LogisticRegression(C=1, class_weight="balanced") on the same rows).
+    left to learn it from): the linear correction at the textbook penalty 1 / n (scikit-learn's
+    C = 1), with n the effective number of crops under the class-balanced weights (Kish: 1 / sum
+    w^2 = classes x harmonic mean of the class counts). The balanced weights count one bear crop
+    beside 550 others as 275 crops; a penalty of 1 / (all crops) would let that one crop set the
+    correction, and does (a bear-vs-other fold of the learning curve: no bear gained, false bears).
 """
 from __future__ import annotations
 
@@ -149,6 +152,11 @@ def group_folds(y: np.ndarray, groups: list, k: int = CV_FOLDS, seed: int = 0) -
         return [test for _, test in splitter.split(np.zeros(len(y)), y, g)]
 
 
+def effective_crops(y: np.ndarray) -> float:
+    """Kish's effective sample size of the class-balanced weights: 1 / sum w^2 (weights sum to 1)."""
+    return float(1.0 / np.sum(balanced_weights(y) ** 2))
+
+
 def choose(base: np.ndarray, feats: np.ndarray, y: np.ndarray, groups: list, *, penalties=PENALTIES,
            kinds=KINDS, folds: int = CV_FOLDS, seed: int = 0, criterion: str = "bal_acc",
            splits: list[np.ndarray] | None = None) -> dict:
@@ -157,7 +165,7 @@ def choose(base: np.ndarray, feats: np.ndarray, y: np.ndarray, groups: list, *, 
     cands = candidates(penalties, kinds)
     per_class = min(len({str(g) for g, v in zip(groups, y) if v == c}) for c in np.unique(y))
     if per_class < 2:  # a class in one group: held out, nothing is left to learn it from, no evidence
-        return {"choice": ("linear", 1.0 / len(y)), "cv": {}, "folds": 0, "oof": {}}
+        return {"choice": ("linear", 1.0 / effective_crops(y)), "cv": {}, "folds": 0, "oof": {}}
     splits = group_folds(y, groups, folds, seed) if splits is None else splits
     oof = {c: np.zeros(base.shape[0:1] + base.shape[2:]) for c in cands}
     for test in splits:
@@ -209,6 +217,6 @@ def fit_rollup_convex(head, train_feats: np.ndarray, y_train, groups: list, *, s
     log(f"roll-up correction: {kind}" + ("" if kind == "default" else f", penalty {lam:.3g}")
         + (f" (grouped {sel['folds']}-fold CV balanced accuracy {cv[(kind, lam)]['bal_acc']:.3f}, default "
            f"{cv[('default', math.inf)]['bal_acc']:.3f})" if cv else
-           " (a class has its crops in one group: no CV, the textbook penalty 1 / crops)")
+           " (a class has its crops in one group: no CV, the textbook penalty 1 / effective crops)")
         + f"; {len(y)} crops, {dt:.1f} s")
     return {"head": head, "choice": note, "seconds": dt}
