@@ -2,23 +2,101 @@
 
 A video is decided like an event of its frames: each sampled frame gets an image verdict, and the
 video's scores are the mean over its non-empty frames (DeepFaune's video rule).
+
+Thresholds may differ per class (`--threshold bear=0.3,wolf=0.6,0.5`): a label stands when its
+score reaches its own class's threshold, else the verdict is `undefined`. Counts follow the
+verdict: an image's `count` is its boxes of the winning class at or above that threshold, an
+event's `event_count` the most such boxes in any one of its photos (MaxN).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from .record import EMPTY, UNDEFINED, ImageRecord
 
 
-def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, target: str | None = None) -> None:
-    """Label = the class with the highest score over the boxes kept; `undefined` below `threshold`."""
+@dataclass(frozen=True)
+class Thresholds:
+    """Class score thresholds: one default, and any classes that have their own."""
+
+    default: float = 0.5
+    per_class: dict[str, float] = field(default_factory=dict)
+
+    def of(self, label: str | None) -> float:
+        return self.per_class.get(label, self.default) if label else self.default
+
+    @classmethod
+    def of_value(cls, value) -> "Thresholds":
+        """A Thresholds from a number, a Thresholds, or the text `--threshold` takes."""
+        if isinstance(value, Thresholds):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls(float(value))
+        return cls.parse(str(value))
+
+    @classmethod
+    def parse(cls, text: str, default: float = 0.5, option: str = "--threshold") -> "Thresholds":
+        """`0.5`, or `bear=0.3,wolf=0.6,0.5` (classes, then the default; without one, `default`)."""
+        per_class: dict[str, float] = {}
+        given = None
+        for part in filter(None, (p.strip() for p in str(text).split(","))):
+            name, eq, value = part.rpartition("=")
+            try:
+                v = float(value)
+            except ValueError:
+                raise ValueError(f"{option} {text!r}: {part!r} is not a number or class=number") from None
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{option} {text!r}: {part!r}: thresholds are between 0 and 1")
+            if not eq:
+                if given is not None:
+                    raise ValueError(f"{option} {text!r}: two defaults ({given:g} and {v:g}); give one bare number")
+                given = v
+            elif not name.strip():
+                raise ValueError(f"{option} {text!r}: {part!r} names no class")
+            elif name.strip() in per_class:
+                raise ValueError(f"{option} {text!r}: class {name.strip()!r} is given twice")
+            else:
+                per_class[name.strip()] = v
+        if given is None and not per_class:
+            raise ValueError(f"{option} {text!r}: no threshold given")
+        return cls(default if given is None else given, per_class)
+
+    def check(self, labels: list[str], option: str = "--threshold") -> None:
+        unknown = sorted(set(self.per_class) - set(labels))
+        if unknown:
+            raise ValueError(f"{option}: {', '.join(unknown)} not a label of the model ({', '.join(labels)})")
+
+    def text(self) -> str:
+        """As `--threshold` takes it (and run.json's `threshold_text` keeps it)."""
+        return ",".join([*(f"{k}={v:g}" for k, v in self.per_class.items()), f"{self.default:g}"])
+
+    def options(self) -> dict:
+        """run.json's record: `threshold` stays the default number older readers expect."""
+        return {"threshold": self.default, "class_thresholds": dict(self.per_class) or None}
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Thresholds":
+        """Back from run.json's options (`threshold`, `class_thresholds`)."""
+        return cls(float(options.get("threshold", 0.5)), dict(options.get("class_thresholds") or {}))
+
+
+def _thresholds(t) -> Thresholds:
+    return Thresholds.of_value(t)
+
+
+def decide_image(r: ImageRecord, detection_threshold: float, threshold: float | Thresholds,
+                 target: str | None = None) -> None:
+    """Label = the class with the highest score over the boxes kept; `undefined` below its threshold."""
+    thr = _thresholds(threshold)
     if r.failure:
-        r.label = r.score = r.scores = r.target_score = None
+        r.label = r.score = r.scores = r.target_score = r.count = None
         return
     if r.frames_processed:
-        return _decide_video(r, detection_threshold, threshold, target)
+        return _decide_video(r, detection_threshold, thr, target)
     kept = [d for d in r.detections if d.conf >= detection_threshold and d.scores]
     if not kept:
         # how sure we are it is empty: 1 - the best box the detector did see
-        r.label, r.scores = EMPTY, None
+        r.label, r.scores, r.count = EMPTY, None, 0
         r.score = round(1.0 - max((d.conf for d in r.detections), default=0.0), 6)
         r.target_score = 0.0 if target else None
         return
@@ -26,19 +104,52 @@ def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, t
     label, score = best.top()
     r.scores = dict(best.scores)
     r.score = score
-    r.label = label if score >= threshold else UNDEFINED
+    r.label = label if score >= thr.of(label) else UNDEFINED
+    r.count = count_boxes(r, r.label, detection_threshold, thr)
     if target:
         r.target_score = max(d.scores.get(target, 0.0) for d in kept)
 
 
-def decide_event(event: list[ImageRecord], threshold: float, target: str | None = None) -> None:
-    """Average the class scores of the event's non-empty images; all empty -> `empty`."""
-    label, score, _, target_score = _average(event, threshold, target)
+def count_boxes(r: ImageRecord, label: str | None, detection_threshold: float, threshold: float | Thresholds) -> int | None:
+    """Boxes of `label` (their top class) scoring at least its threshold; for a video, the most in
+    one frame. None when there is nothing to count: no verdict, `undefined`."""
+    if r.failure or label in (None, UNDEFINED):
+        return None
+    if label == EMPTY:
+        return 0
+    thr = _thresholds(threshold).of(label)
+    frames: dict[int | None, int] = {}
+    for d in r.detections:
+        top = d.top() if d.conf >= detection_threshold else None
+        if top and top[0] == label and top[1] >= thr:
+            frames[d.frame_number] = frames.get(d.frame_number, 0) + 1
+    return max(frames.values(), default=0)
+
+
+def decide_event(event: list[ImageRecord], threshold: float | Thresholds, target: str | None = None,
+                 detection_threshold: float | None = None) -> None:
+    """Average the class scores of the event's non-empty images; all empty -> `empty`. With the
+    detection threshold, also the event's MaxN (`event_count`)."""
+    thr = _thresholds(threshold)
+    label, score, _, target_score = _average(event, thr, target)
+    n = None
+    if detection_threshold is not None:
+        n = event_count(event, label, detection_threshold, thr)
     for r in event:
-        r.event_label, r.event_score, r.event_target_score = label, score, target_score
+        r.event_label, r.event_score, r.event_target_score, r.event_count = label, score, target_score, n
 
 
-def _average(records: list[ImageRecord], threshold: float, target: str | None):
+def event_count(event: list[ImageRecord], label: str | None, detection_threshold: float,
+                threshold: float | Thresholds) -> int | None:
+    """MaxN: the most boxes of the event's label in any one of its photos (at least 1 for an
+    animal's event: its label came from somewhere, even when no single box reached the threshold)."""
+    counts = [c for r in event if (c := count_boxes(r, label, detection_threshold, threshold)) is not None]
+    if label in (None, UNDEFINED) or not counts:
+        return None
+    return max(counts) if label == EMPTY else max(1, max(counts))
+
+
+def _average(records: list[ImageRecord], thr: Thresholds, target: str | None):
     """(label, score, mean scores, target score) over the records' non-empty verdicts."""
     scored = [r for r in records if r.scores]
     if not scored:
@@ -47,15 +158,16 @@ def _average(records: list[ImageRecord], threshold: float, target: str | None):
     mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
     top = max(mean, key=mean.get)
     score = mean[top]
-    label = top if score >= threshold else UNDEFINED
+    label = top if score >= thr.of(top) else UNDEFINED
     target_score = sum(r.target_score for r in scored) / len(scored) if target else None
     return label, score, mean, target_score
 
 
-def _decide_video(r: ImageRecord, detection_threshold: float, threshold: float, target: str | None) -> None:
+def _decide_video(r: ImageRecord, detection_threshold: float, thr: Thresholds, target: str | None) -> None:
     frames = []
     for n in r.frames_processed:
         f = ImageRecord(path=r.path, root=r.root, detections=[d for d in r.detections if d.frame_number == n])
-        decide_image(f, detection_threshold, threshold, target)
+        decide_image(f, detection_threshold, thr, target)
         frames.append(f)
-    r.label, r.score, r.scores, r.target_score = _average(frames, threshold, target)
+    r.label, r.score, r.scores, r.target_score = _average(frames, thr, target)
+    r.count = count_boxes(r, r.label, detection_threshold, thr)
