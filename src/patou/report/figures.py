@@ -166,7 +166,7 @@ def activity_grid(rows: list[Activity], night: tuple[int, int]):
         ax.bar(range(24), a.hours, width=0.85, color=COLOURS["photos"], zorder=1)
         ax.set_xlim(-0.5, 23.5)
         ax.set_xticks([0, 6, 12, 18, 23])
-        ax.set_title(f"{a.species}: {a.events} events, {a.night_share:.0%} at night")
+        ax.set_title(f"{a.species}\n{a.events} events, {a.night_share:.0%} at night")
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     fig.suptitle(f"Events per hour of the day (shaded: night, {start:02d}:00-{end:02d}:00)", fontsize=9)
@@ -185,5 +185,5 @@ def unsure_bars(rows: list[Unsure]):
             label="labelled, low score")
     ax.set_yticks(list(y), [u.species for u in rows])
     ax.set_title("Events to check first, not yet reviewed")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     return fig

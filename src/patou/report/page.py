@@ -66,9 +66,10 @@ def headline(rep: Report) -> list[tuple[str, object, str]]:
     empty_events = len({o.event_id for o in s.observations}) - len({o.event_id for o in s.observations
                                                                     if o.label != EMPTY})
     effort = "deployments CSV" if s.deployments_csv else "first to last photo per site"
+    gap = float(s.run.options.get("event_gap") or 20)
     return [
         ("photos", readable + s.failures, f"{readable} readable, {s.failures} unreadable"),
-        ("events", s.events, f"shots of one site at most {s.run.options.get('event_gap', 20)} s apart"),
+        ("events", s.events, f"shots of one site at most {gap:g} s apart"),
         ("sites", rep.n_sites, "site folders (deployments)"),
         ("camera-days", h.camera_days, f"calendar days per site, both ends counted: {effort}"),
         ("share of photos empty", _r(empty_photos / readable if readable else None, 3),
