@@ -192,6 +192,12 @@ def test_cli_writes_the_page_and_refuses_to_overwrite_a_foreign_file(season, tmp
     res = CliRunner().invoke(cli, ["report", str(season), "--out", str(notes)])
     assert res.exit_code == 2 and "not a page patou report wrote" in res.output
     assert notes.read_text() == "<p>my field notes</p>"
+    mine = tmp_path / "mine-data"  # a folder of the user's own where the CSV would go
+    mine.mkdir()
+    (mine / "species.csv").write_text("my,own\n")
+    res = CliRunner().invoke(cli, ["report", str(season), "--out", str(tmp_path / "mine.html")])
+    assert res.exit_code == 2 and "not a folder patou report made" in res.output
+    assert (mine / "species.csv").read_text() == "my,own\n" and not (tmp_path / "mine.html").exists()
     res = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "not a patou results folder" in res.output and "Traceback" not in res.output
 

@@ -125,7 +125,7 @@ def _fail(e: Exception) -> None:
 
 
 def _needs_extras(what: str, e: ModuleNotFoundError) -> None:
-    # torch, scikit-learn, matplotlib... come with the `train` extra, not with a plain `pip install .`
+    # torch, scikit-learn, onnx... come with the `train` extra, not with a plain `pip install .`
     _fail(f"{what} needs the training extras ({e.name or e} missing): pip install 'patou[train]'")
 
 

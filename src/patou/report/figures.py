@@ -99,10 +99,10 @@ def timeline(health: Health):
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlim(mdates.date2num(min(starts) - one), mdates.date2num(max(ends) + 2 * one))
     ax.set_title("Photos per day by site (bar height: log of the count); grey: camera-days")
-    ax.legend(handles=[Patch(color=COLOURS[k], alpha=a, label=t) for k, a, t in (
+    fig.legend(handles=[Patch(color=COLOURS[k], alpha=a, label=t) for k, a, t in (
         ("photos", 1, "photos"), ("burst", 1, "burst day"), ("gap", 0.35, "gap"), ("silent-end", 0.35, "silent at end"),
-        ("outside-deployment", 0.35, "outside deployment"))], loc="upper center", bbox_to_anchor=(0.5, -0.06),
-        ncol=5, frameon=False, fontsize=8)
+        ("outside-deployment", 0.35, "outside deployment"))], loc="outside lower center", ncol=5, frameon=False,
+        fontsize=8)
     return fig
 
 
@@ -185,5 +185,5 @@ def unsure_bars(rows: list[Unsure]):
             label="labelled, low score")
     ax.set_yticks(list(y), [u.species for u in rows])
     ax.set_title("Events to check first, not yet reviewed")
-    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+    fig.legend(frameon=False, fontsize=8, loc="outside lower center", ncol=2)
     return fig

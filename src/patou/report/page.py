@@ -23,6 +23,7 @@ from .unsure import Unsure, low_bar, unsure
 
 GENERATOR = "patou report"  # in the page's <meta name="generator">: what may be overwritten
 TEMPLATES = Path(__file__).with_name("templates")
+CSV_MARK = ".patou-report"  # in the CSV folder: what may be rewritten
 
 
 @dataclass
@@ -178,13 +179,15 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, deploym
     if out.exists() and f'name="generator" content="{GENERATOR}' not in out.read_text("utf-8", "replace")[:4000]:
         raise ValueError(f"--out {out}: exists and is not a page patou report wrote; not overwritten")
     csv_dir = out.with_name(out.stem + "-data")
-    if csv_dir.exists() and not csv_dir.is_dir():
-        raise ValueError(f"{csv_dir}: exists and is not a folder; the report's CSV go there")
+    if csv_dir.exists() and not (csv_dir / CSV_MARK).is_file() and (not csv_dir.is_dir() or any(csv_dir.iterdir())):
+        raise ValueError(f"{csv_dir}: exists and is not a folder patou report made; its CSV go there: "
+                         "give another --out")
     rep = build(results_dir, deployments, rules)
     for w in rep.season.warnings:
         log(f"warning: {w}")
     html = render(rep, lambda name: f"{csv_dir.name}/{name}.csv")
     csv_dir.mkdir(parents=True, exist_ok=True)
+    (csv_dir / CSV_MARK).write_text(f"Tables of {out.name}, written by patou report; rewritten with it.\n")
     for name, (header, rows) in tables(rep).items():
         with atomic_output(csv_dir / f"{name}.csv") as tmp:
             tmp.write_text(csv_text(header, rows), encoding="utf-8")
