@@ -232,6 +232,7 @@ def test_the_page_opens_in_chromium_with_every_figure(season, tmp_path):
     assert all(w > 300 for w in seen["figs"].values()), seen["figs"]
     assert all(u.startswith(("file:", "data:")) for u in seen["asked"]), seen["asked"]  # nothing from the network
     assert "6 of 8 site(s) flagged" in seen["text"] and "no photo for 30 days" in seen["text"]
+    assert f"patou serve {season.resolve()}" in seen["text"] and "?label=undefined&verified=no" in seen["text"]
     assert seen["pdf"].startswith(b"%PDF") and len(seen["pdf"]) > 50_000
 
 

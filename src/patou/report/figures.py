@@ -28,11 +28,8 @@ def _figure(width: float, height: float):
 
 
 def _uri(fig) -> str:
-    import matplotlib
-
     buf = io.BytesIO()
-    with matplotlib.rc_context(STYLE):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # no date: the same page twice is the same file
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

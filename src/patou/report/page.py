@@ -139,8 +139,6 @@ def render(rep: Report, csv_href: Callable[[str], str], review: str | None = Non
     app (patou serve) when the page is served there, else the page says how to open it."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from ..web.runs import run_id
-
     s, h = rep.season, rep.health
     species = [t.species for t in rep.species]
     figs = {
@@ -151,11 +149,9 @@ def render(rep: Report, csv_href: Callable[[str], str], review: str | None = Non
         "unsure": figures.draw(figures.unsure_bars, rep.unsure),
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    rid = run_id(s.run.out)
-    queue = f"/runs/{rid}?label=undefined&verified=no"
     return env.get_template("report.html").render(
         rep=rep, s=s, h=h, t=tables(rep), figs=figs, csv_href=csv_href, generator=GENERATOR, version=__version__,
-        review=review, queue=queue, low_bar=low_bar(s.threshold), min_events=MIN_EVENTS, back=back,
+        review=review, low_bar=low_bar(s.threshold), min_events=MIN_EVENTS, back=back,
         folder=s.run.out.resolve(), flagged=sum(1 for x in h.sites if x.findings),
         human_labels=sorted({p.label for p in s.photos if p.human}))
 
