@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 import patou
 from patou.cli import app
-from patou.outputs.camtrap_dp import TAXONOMY, export_camtrap_dp, load_taxonomy
-from patou.outputs.camtrap_dp_deployments import TEMPLATE, MissingMetadata, parse_utc_offset
-from patou.outputs.camtrap_dp_validate import SCHEMA_DIR, report_lines, validate_package
-from patou.outputs.corrections import save_corrections
+from patou.formats.camtrap_dp import TAXONOMY, export_camtrap_dp, load_taxonomy
+from patou.formats.camtrap_dp_deployments import TEMPLATE, MissingMetadata, parse_utc_offset
+from patou.formats.camtrap_dp_validate import SCHEMA_DIR, report_lines, validate_package
+from patou.corrections import save_corrections
 from patou.results import load_run
 
 SPECIESNET = "speciesnet-cameratrapai/test_data"

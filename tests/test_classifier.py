@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from patou.models.card import ASSETS, ModelCard
 from patou.models.classifier import DEFAULT_CARD, Classifier, crop
-from patou.models.taxonomy import LABEL_RE, Taxonomy, rollup, softmax
+from patou.models.rollup import LABEL_RE, Taxonomy, rollup, softmax
 from patou.record import Detection
 
 TAXONOMY_CSV = ASSETS / "imagenet_taxonomy.csv"
@@ -185,7 +185,7 @@ def test_card_declares_the_rollup_and_ships_its_licence(card):
 
 
 def test_classifier_module_does_not_import_torch():
-    code = "import sys, patou.models.classifier, patou.models.taxonomy; sys.exit('torch' in sys.modules)"
+    code = "import sys, patou.models.classifier, patou.models.rollup; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

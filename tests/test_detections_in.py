@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from patou.api import run
-from patou.detections_in import match
+from patou.boxes.md_file import match
 from patou.media import scan
 from patou.timestamps import filename_time, parse_time_source
 
@@ -231,7 +231,7 @@ def test_photos_without_exif_get_times_from_their_names(real, tmp_path):
 
     exif_only = run([tmp_path], tmp_path / "out2", no_detector=True, time_source="exif", log=lambda m: None)
     assert all(r.timestamp is None and r.timestamp_source is None for r in exif_only.records)
-    from patou.outputs.camtrap_dp import export_camtrap_dp
+    from patou.formats.camtrap_dp import export_camtrap_dp
 
     with pytest.raises(ValueError, match=r"4 of 4 file names hold a date.*--time-source exif,filename"):
         export_camtrap_dp(tmp_path / "out2", tmp_path / "dp", validate=False, log=lambda m: None)

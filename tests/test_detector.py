@@ -269,7 +269,7 @@ def test_onnx_matches_torch(real, detector):
     ckpt = Path(spec.submodule_search_locations[0]) / "object_detection/yolox/assets/yolox_tiny_640_20220528.pth"
     if not ckpt.is_file():
         pytest.skip(f"checkpoint missing: {ckpt}")
-    from patou.models.yolox import yolox_tiny
+    from patou.convert.yolox import yolox_tiny
 
     model = yolox_tiny()
     model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["model"], strict=True)

@@ -78,7 +78,7 @@ def test_onnx_matches_torch_at_1280(real):
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("zamba wheel not installed (pip install --no-deps zamba==2.7.2)")
     ckpt = Path(spec.submodule_search_locations[0]) / "object_detection/yolox/assets/yolox_tiny_640_20220528.pth"
-    from patou.models.yolox import yolox_tiny
+    from patou.convert.yolox import yolox_tiny
 
     model = yolox_tiny()
     model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["model"], strict=True)

@@ -20,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from patou.models import install as inst  # noqa: E402
+from patou.convert import install as inst  # noqa: E402
 from patou.models import registry  # noqa: E402
 from patou.models.card import ModelCard  # noqa: E402
 from patou.models.classifier import Classifier, crop  # noqa: E402
@@ -123,7 +123,7 @@ def _nothing_installed(models_dir: Path) -> None:
 
 
 def test_vit_matches_layout_and_resizes_grid(checkpoint):
-    from patou.models import vit
+    from patou.convert import vit
 
     sd = torch.load(checkpoint, weights_only=True)["state_dict"]
     model = vit.from_state_dict(sd, prefix="base_model.")
@@ -155,7 +155,7 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
     assert not (models_dir / ".downloads" / server.path.name).exists()  # our 1.2 GB download is cleaned up
 
     # the ONNX has the second output for few-shot heads (issue 14), and it matches torch on a real crop
-    from patou.models import vit
+    from patou.convert import vit
     from patou.models.runtime import cpu_session
 
     sess = cpu_session(card.onnx_path)
@@ -200,7 +200,7 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
     assert {p["label"] for p in preds} <= allowed
 
     # Camtrap DP export finds the installed model's table through the run (fine label -> taxon)
-    from patou.outputs.camtrap_dp import load_taxonomy
+    from patou.formats.camtrap_dp import load_taxonomy
 
     table = registry.run_taxonomy(run)
     assert table == folder / "camtrap_dp_taxonomy.csv"

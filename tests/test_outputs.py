@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from patou.outputs.megadetector import validate_megadetector_json, write_megadetector_json
-from patou.outputs.sort import plan_sort, sort_files
-from patou.outputs.tables import BASE_COLUMNS, atomic_output, build_rows, write_csv, write_xlsx
+from patou.formats.megadetector import validate_megadetector_json, write_megadetector_json
+from patou.sort import plan_sort, sort_files
+from patou.formats.tables import BASE_COLUMNS, atomic_output, build_rows, write_csv, write_xlsx
 from patou.record import EMPTY, UNDEFINED, Detection, ImageRecord
 
 CLASSES = ["badger", "red_fox", "roe_deer"]

@@ -15,7 +15,7 @@ from patou.models.card import ASSETS, ModelCard  # noqa: E402
 from patou.models.classifier import DEFAULT_CARD, Classifier, crop  # noqa: E402
 from patou.models.detector import Detector  # noqa: E402
 from patou.record import ImageRecord  # noqa: E402
-from patou.train import quantize as q  # noqa: E402
+from patou.convert import quantize as q  # noqa: E402
 
 INT8_DETECTOR = ASSETS / "megadetectorlite_yolox_tiny_int8.json"
 ENA = "zamba-ena24-small/tests/assets/images/ena24_small"

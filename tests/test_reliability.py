@@ -94,7 +94,7 @@ def test_kill_9_during_cross_filesystem_move_then_rerun_finishes_the_plan(tmp_pa
     sort_dir = _cross_fs_dir(tmp_path)
     try:
         # the 3rd copy writes half its temp file, then the process dies as by kill -9
-        pre = ("import os, signal, shutil, patou.outputs.sort as s\n"
+        pre = ("import os, signal, shutil, patou.sort as s\n"
                "n = [0]\n"
                "def copy2(a, b):\n"
                "    n[0] += 1\n"

@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 from PIL import Image
 
 import patou
-from patou.outputs.megadetector import validate_megadetector_json
+from patou.formats.megadetector import validate_megadetector_json
 
 SN = "speciesnet-cameratrapai/test_data"
 ENA = "zamba-ena24-small/tests/assets/images/ena24_small"

@@ -16,7 +16,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2 over httpx; both wo
     from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from patou.outputs.corrections import load_corrections
+from patou.corrections import load_corrections
 from patou.web import create_app, review
 from patou.web.runs import run_id
 from serve_data import make_photos, make_run

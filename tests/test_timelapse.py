@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import patou
-from patou.outputs.megadetector import validate_megadetector_json
+from patou.formats.megadetector import validate_megadetector_json
 from test_video import ENA, SIZE, write_video
 
 SN = "speciesnet-cameratrapai/test_data"

@@ -12,7 +12,7 @@ import pytest
 
 import patou
 from patou.cli import app
-from patou.outputs.megadetector import validate_megadetector_json
+from patou.formats.megadetector import validate_megadetector_json
 from patou.record import ImageRecord
 from patou.results import load_run
 from patou.video import VideoSampling, frame_numbers

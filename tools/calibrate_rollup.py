@@ -29,7 +29,7 @@ from patou.media import decode
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD, Classifier, crop
 from patou.models.detector import Detector
-from patou.models.taxonomy import Taxonomy
+from patou.models.rollup import Taxonomy
 from patou.record import ImageRecord
 
 REPO = Path(__file__).resolve().parents[1]

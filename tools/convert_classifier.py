@@ -366,7 +366,7 @@ def compare_normalisations(model, crops: list[np.ndarray], meta: list[tuple]) ->
     """torch on the crops with EfficientNet-Lite's (x-127)/128 and with ImageNet mean/std."""
     import torch
 
-    from patou.models.taxonomy import Taxonomy
+    from patou.models.rollup import Taxonomy
 
     tax = Taxonomy.load(ASSETS / TAXONOMY, labels=LABELS + ["object"])
     expected = np.array([LABELS.index(m[1]) for m in meta])

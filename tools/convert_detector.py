@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from patou.models.card import ASSETS, ModelCard
 from patou.models.detector import Detector
-from patou.models.yolox import STRIDES, yolox_tiny
+from patou.convert.yolox import STRIDES, yolox_tiny
 
 ZAMBA_VERSION = "2.7.2"
 CKPT = "object_detection/yolox/assets/yolox_tiny_640_20220528.pth"

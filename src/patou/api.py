@@ -13,20 +13,19 @@ from typing import Callable
 
 from . import __version__
 from .decide import decide_event, decide_image
-from .detections_in import detector_summary
-from .detections_in import match as match_detections
-from .detections_in import no_detector as no_detector_boxes
+from .boxes.md_file import detector_summary
+from .boxes.md_file import match as match_detections
+from .boxes.md_file import no_detector as no_detector_boxes
 from .events import group_events
 from .media import MEDIA_EXTENSIONS, scan
-from .outputs.atomic import atomic_output
-from .outputs.corrections import load_corrections
-from .outputs.folder import OutLock, clean_stale_temps
-from .outputs.megadetector import write_megadetector_json
-from .outputs.sort import load_plan, plan_sort, save_plan, sort_files
-from .outputs.tables import write_csv, write_xlsx
+from .atomic import atomic_output
+from .corrections import load_corrections
+from .formats.megadetector import write_megadetector_json
+from .sort import load_plan, plan_sort, save_plan, sort_files
+from .formats.tables import write_csv, write_xlsx
 from .pipeline import Checkpoint, Models, process
 from .record import ImageRecord
-from .results import RESULTS_VERSION, write_records
+from .results import RESULTS_VERSION, OutLock, RunFolder, write_records
 from .timestamps import DEFAULT_TIME_SOURCE, assign_times, parse_time_source
 from .video import VideoSampling
 
@@ -148,7 +147,7 @@ def run(
         if target and target not in models.classifier.labels:
             raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
         lock = lock or OutLock(out)
-        clean_stale_temps(out)
+        RunFolder(out).clean_stale_temps()
 
         for p in problems:
             log(f"warning: {p}")

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import __version__
-from .detections_in import GivenBoxes, decide_direct
+from .boxes.md_file import GivenBoxes, decide_direct
 from .digest import file_sha256
 from .media import DECODE_SIDE, decode
 from .models.classifier import Classifier
 from .models.detector import FAST_CARD, Detector, MultiSizeDetector, parse_detector_size
-from .outputs.atomic import atomic_output
+from .atomic import atomic_output
 from .record import Detection, ImageRecord
 from .video import VideoSampling, is_video, read_frames
 

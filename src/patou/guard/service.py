@@ -17,7 +17,7 @@ from .. import __version__
 from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
 from ..media import site_of
-from ..outputs.sort import FAILED_DIR, sort_files
+from ..sort import FAILED_DIR, sort_files
 from ..pipeline import Models
 from ..record import ImageRecord
 from .actions import DEFAULT_TIMEOUT, Dispatcher, parse_action

@@ -16,7 +16,7 @@ from PIL import Image
 
 from patou.models.card import ASSETS, ModelCard
 from patou.models.runtime import cpu_session
-from patou.models.taxonomy import Taxonomy, apply_log_prior, softmax
+from patou.models.rollup import Taxonomy, apply_log_prior, softmax
 
 DEFAULT_CARD = ASSETS / "efficientnet_lite0_imagenet.json"
 DEFAULT_MARGIN = 0.1

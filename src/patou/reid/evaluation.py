@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from patou.evaluate import _clean, _figure, _fmt
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.reid import metrics
 from patou.reid.data import query_gallery_split, scan_individuals
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, make_embedder

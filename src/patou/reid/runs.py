@@ -18,15 +18,15 @@ from pathlib import Path
 
 from patou.media import IMAGE_EXTENSIONS, decode
 from patou.models.classifier import crop
-from patou.outputs.atomic import atomic_output
-from patou.outputs.corrections import _locked
+from patou.atomic import atomic_output
 from patou.record import ImageRecord
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, best_box
 from patou.reid.gallery import Gallery
 from patou.reid.ranking import CANDIDATE_COLUMNS, rank
-from patou.results import load_run
+from patou.results import RunFolder, load_run
 
-CANDIDATES, INFO, CONFIRMED, EXPORT = "reid-candidates.csv", "reid.json", "reid-confirmations.json", "reid-confirmed.csv"
+CANDIDATES, INFO = RunFolder.REID_CANDIDATES, RunFolder.REID_INFO
+CONFIRMED, EXPORT = RunFolder.REID_CONFIRMATIONS, RunFolder.REID_CONFIRMED
 COLUMNS = ("root", "file") + CANDIDATE_COLUMNS
 
 
@@ -109,7 +109,7 @@ def confirm(results_dir: str | Path, root: str, file: str, individual_id: str | 
             gallery_file: str = "") -> None:
     """Record that (root, file) shows `individual_id` (None withdraws it): locked merge, atomic write."""
     results_dir = Path(results_dir)
-    with _locked(results_dir):
+    with RunFolder(results_dir).writers_lock():
         images = _read(results_dir)
         k = f"{Path(root)}|{file}"
         if individual_id is None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import patou
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.reid import metrics
 from patou.reid.data import scan_individuals
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, crop_photo

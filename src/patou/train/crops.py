@@ -21,7 +21,7 @@ from PIL import Image
 from patou.digest import update_with_file
 from patou.media import decode
 from patou.models.classifier import PAD_VALUE, crop
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import EMPTY, ImageRecord
 from patou.train.records import CROP_SIZE, Crop, LabelledImage
 

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from patou.media import scan
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import EMPTY
 from patou.train.crops import CropCache, read_crop, view_fraction
 from patou.train.labels import collect, parse_merge
@@ -325,7 +325,7 @@ def export_int8(
 ) -> ModelCard:
     """int8 copy of MODEL_DIR in `out`, calibrated on detector crops of the images under
     `calibration` (validation images left out) and compared with fp32 on the validation split."""
-    from patou.train.quantize import MAX_CALIBRATION, card_figures, compare, quantize_classifier
+    from patou.convert.quantize import MAX_CALIBRATION, card_figures, compare, quantize_classifier
 
     model, out = Path(model), Path(out)
     if out.resolve() == model.resolve():

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.train import augment
 from patou.train.backbones import build
 from patou.train.crops import read_crop

@@ -28,7 +28,7 @@ from torch import nn
 
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD
-from patou.models.taxonomy import Taxonomy
+from patou.models.rollup import Taxonomy
 
 INITS = ("rollup", "rows", "random")
 OTHER = "other"

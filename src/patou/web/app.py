@@ -14,8 +14,8 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from patou.outputs.corrections import write_train_labels
-from patou.outputs.sort import plan_sort, sort_files
+from patou.corrections import write_train_labels
+from patou.sort import plan_sort, sort_files
 from patou.record import Detection, ImageRecord
 from patou.results import Run
 

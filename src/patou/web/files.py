@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from patou.media import decode
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import ImageRecord
 from patou.video import VideoSampling, is_video, read_frames
 

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from patou.outputs.corrections import load_corrections, save_corrections
-from patou.outputs.tables import build_event_rows, write_csv, write_xlsx
+from patou.corrections import load_corrections, save_corrections
+from patou.formats.tables import build_event_rows, write_csv, write_xlsx
 from patou.record import EMPTY, UNDEFINED, ImageRecord
 from patou.results import Run
 from patou.train.labels import normalise_label

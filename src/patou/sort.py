@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from patou.digest import file_sha256
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import UNDEFINED, ImageRecord, in_output_order
 
 MODES = ("copy", "move", "link")

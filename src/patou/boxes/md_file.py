@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .record import Detection, ImageRecord
+from ..record import Detection, ImageRecord
 
 # MegaDetector category names -> patou label decided without the classifier
 DIRECT_LABELS = {"person": "human", "human": "human", "vehicle": "vehicle"}

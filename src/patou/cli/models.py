@@ -22,7 +22,7 @@ def _say(m: str) -> None:
 def list_cmd() -> None:
     """Bundled, installed and installable models: task, classes, size, licence, source."""
     from patou.models.card import ASSETS, ModelCard
-    from patou.models.install import describe_installed
+    from patou.convert.install import describe_installed
     from patou.models.registry import REGISTRY, models_dir
 
     rows = [("name", "status", "task", "version", "classes", "MB", "licence / source")]
@@ -60,7 +60,7 @@ def install_cmd(
     keep_download: bool = typer.Option(False, "--keep-download", help="Keep the downloaded checkpoint after the install."),
 ) -> None:
     """Download (resumable), verify, convert to ONNX + card, check, and install a model."""
-    from patou.models.install import install
+    from patou.convert.install import install
 
     bar = Progress(TextColumn("[bold]download"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn(), console=err, transient=True)
@@ -90,7 +90,7 @@ def install_cmd(
 @app.command("remove")
 def remove_cmd(name: str = typer.Argument(..., help="An installed model's name.")) -> None:
     """Delete an installed model."""
-    from patou.models.install import remove
+    from patou.convert.install import remove
 
     try:
         folder = remove(name)

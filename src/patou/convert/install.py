@@ -99,7 +99,7 @@ def load_checkpoint(path: Path, entry: Entry, version: Version):
     """The checkpoint as a torch network, mapped strictly; InstallError naming the file otherwise."""
     import torch
 
-    from patou.models import vit
+    from patou.convert import vit
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from the pickle
@@ -228,7 +228,7 @@ def quantize_int8(src: Path, dst: Path, x: np.ndarray) -> dict:
 def _taxonomy_files(entry: Entry, version: Version, folder: Path) -> tuple[list[str], dict[str, str]]:
     """Labels (patou's fine names, in output order), label -> group, and the Camtrap DP table
     written into the model folder (the version's classes plus patou's non-animal rows)."""
-    from patou.outputs.camtrap_dp import TAXONOMY
+    from patou.formats.camtrap_dp import TAXONOMY
 
     tax = registry.read_taxonomy(entry.taxonomy)
     unknown = [c for c in version.classes if c not in tax]

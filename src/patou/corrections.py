@@ -9,44 +9,23 @@ tear an entry; readers (tables, Camtrap DP, `patou train --labels`) use `load_co
 from __future__ import annotations
 
 import json
-import threading
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .atomic import atomic_output
+from .results import RunFolder
 
-CORRECTIONS = "corrections.json"
+CORRECTIONS = RunFolder.CORRECTIONS
 VERSION = 1
-_local_lock = threading.Lock()
 
 
 def _key(root: str | Path, file: str) -> str:
     return f"{Path(root)}|{file}"
 
 
-@contextmanager
-def _locked(results_dir: Path) -> Iterator[None]:
-    """One writer at a time: a thread lock in this process, an OS lock file across processes."""
-    with _local_lock:
-        lock = open(results_dir / ".corrections.lock", "a+")
-        try:
-            try:
-                import fcntl
-            except ImportError:  # Windows: msvcrt locks the first byte
-                import msvcrt
-
-                msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
-            else:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            yield
-        finally:
-            lock.close()  # closing releases either lock
-
-
 def _read(results_dir: Path) -> dict:
-    path = Path(results_dir) / CORRECTIONS
+    path = RunFolder(results_dir).corrections
     if not path.is_file():
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -65,7 +44,7 @@ def save_corrections(results_dir: str | Path, items: Iterable[tuple[str | Path, 
     """Record (root, file, label) corrections; label None withdraws one. Returns how many changed."""
     results_dir = Path(results_dir)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with _locked(results_dir):
+    with RunFolder(results_dir).writers_lock():
         images = _read(results_dir)
         changed = 0
         for root, file, label in items:
@@ -75,7 +54,7 @@ def save_corrections(results_dir: str | Path, items: Iterable[tuple[str | Path, 
             else:
                 images[k] = {"label": label, "verified_by": verified_by, "verified_at": now}
                 changed += 1
-        with atomic_output(results_dir / CORRECTIONS) as tmp:
+        with atomic_output(RunFolder(results_dir).corrections) as tmp:
             tmp.write_text(json.dumps({"version": VERSION, "images": images}, indent=1, sort_keys=True) + "\n",
                            encoding="utf-8")
     return changed
@@ -86,7 +65,7 @@ def corrected_label(corrections: dict, root: str | Path, file: str) -> dict | No
 
 
 
-TRAIN_LABELS = "verified-labels.csv"
+TRAIN_LABELS = RunFolder.TRAIN_LABELS
 
 
 def write_train_labels(results_dir: str | Path, records: Iterable | None = None,

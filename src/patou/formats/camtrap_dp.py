@@ -30,15 +30,15 @@ from ..events import events_of
 from ..models.registry import run_taxonomy
 from ..record import EMPTY, UNDEFINED, ImageRecord
 from ..results import load_run
-from .atomic import atomic_output
+from ..atomic import atomic_output
 from .camtrap_dp_deployments import (
     Deployment, MissingMetadata, attach_user_values, aware, iso, missing_metadata, parse_user_time,
     parse_utc_offset, read_deployments_csv, site_deployments, write_template,
 )
 from .camtrap_dp_validate import PROFILE_URL, TABLES, load_table_schema, report_lines, schema_url
 from ..timestamps import suggest_time_source
-from .corrections import load_corrections
-from .sort import SortPlan, sort_files
+from ..corrections import load_corrections
+from ..sort import SortPlan, sort_files
 
 TAXONOMY = Path(__file__).with_name("camtrap_dp_taxonomy.csv")
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")

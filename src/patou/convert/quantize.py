@@ -194,7 +194,7 @@ def _write_card(fp32: ModelCard, onnx_path: Path, quantization: dict) -> ModelCa
     extra["onnx_sha256"] = _sha256(onnx_path)
     card = replace(fp32, name=f"{fp32.name}_int8", file=onnx_path.name, extra=extra, path=None,
                    description=f"{fp32.description} Quantized to int8 (static, ONNX Runtime QDQ, per-channel weights) "
-                               "by patou.train.quantize; extra.quantization has the settings and the check.".strip())
+                               "by patou.convert.quantize; extra.quantization has the settings and the check.".strip())
     card.save(onnx_path.with_suffix(".json"))
     return ModelCard.load(onnx_path.with_suffix(".json"))
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import ImageRecord, in_output_order
 
 FORMAT_VERSION = "1.6"

@@ -10,10 +10,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
-from .media import MAX_PIXELS
-from .models.commands import app as models_app
-from .reid.cli import app as reid_app
+from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from ..media import MAX_PIXELS
+from .models import app as models_app
+from .reid import app as reid_app
 
 # typer 0.29 prints "<bool>" after every on/off flag, which takes no value: show no type for flags.
 _type_of = typer.core.TyperOption.display_type_rich
@@ -63,7 +63,7 @@ def run_cmd(
     reid_model: Optional[Path] = typer.Option(None, "--reid-model", help="With --reid-gallery: an embedding model from `patou reid train` (default: bundled ImageNet features)."),
 ) -> None:
     """Detect animals, classify them, group shots into events, write reports, optionally sort files."""
-    from .api import NothingToDo, run
+    from ..api import NothingToDo, run
 
     if not demo and not inputs:
         err.print("[red]error:[/] give at least one folder of images, or --demo")
@@ -100,7 +100,7 @@ def run_cmd(
         if bar.live.is_started:
             bar.stop()
     if reid_gallery:  # after the run: its boxes are reused, its results stay as written
-        from .reid.runs import identify_run
+        from ..reid.runs import identify_run
 
         try:
             identify_run(out, reid_gallery, model=reid_model, threads=threads, log=log)
@@ -159,7 +159,7 @@ def train_cmd(
 ) -> None:
     """Train a species classifier on your own labelled photos (transfer learning, on the CPU)."""
     try:
-        from .train.job import train
+        from ..train.job import train
 
         result = train(data, out, labels_csv=labels, backbone=backbone, classes=classes, merge=merge, epochs=epochs,
                        head_epochs=head_epochs, val_fraction=val_fraction, split_by=split_by,
@@ -192,7 +192,7 @@ def evaluate_cmd(
 ) -> None:
     """Score a classifier on labelled photos, image and event level, with figures and a report."""
     try:
-        from .evaluate import evaluate_model
+        from ..evaluate import evaluate_model
 
         rep = evaluate_model(data, out, model, labels_csv=labels, merge=merge, level=level, target=target,
                              threshold=threshold, want_recall=want_recall, detection_threshold=detection_threshold,
@@ -227,7 +227,7 @@ def export_cmd(
     if calibration is None:
         _fail("--int8 needs --calibration DATA: a folder of real photos like the ones the model will see")
     try:
-        from .train.job import export_int8
+        from ..train.job import export_int8
 
         export_int8(model, calibration, out, target=target, threshold=threshold, log=_log(quiet))
     except ModuleNotFoundError as e:
@@ -253,7 +253,7 @@ def export_camtrap_dp_cmd(
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the frictionless validation."),
 ) -> None:
     """Write a run as a Camtrap DP 1.0 package (for GBIF, Agouti, camtrapdp...) and validate it offline."""
-    from .outputs.camtrap_dp import export_camtrap_dp
+    from ..formats.camtrap_dp import export_camtrap_dp
 
     try:
         result = export_camtrap_dp(
@@ -287,7 +287,7 @@ def serve_cmd(
     """Open the review app in the browser: start runs, review and correct their labels, export."""
     import uvicorn
 
-    from .web import create_app
+    from ..web import create_app
 
     hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
     if hosts:
@@ -350,17 +350,17 @@ def guard_cmd(
         raise typer.Exit(2)
     try:
         if status:
-            from .guard.status import status as status_text
+            from ..guard.status import status as status_text
 
             print(status_text(db))
         elif replay is not None:
-            from .guard.replay import replay as run_replay
+            from ..guard.replay import replay as run_replay
 
             run_replay(replay, model=model, target=target, threshold=threshold, detection_threshold=detection_threshold,
                        cooldown=cooldown, event_gap=event_gap, labels=labels, fast=fast, threads=threads,
                        flip=not no_flip, site_depth=site_depth, log=say)
         else:
-            from .guard import guard
+            from ..guard import guard
 
             guard(watch, actions=action, model=model, target=target, threshold=threshold,
                   detection_threshold=detection_threshold, cooldown=cooldown, event_gap=event_gap, db=db,

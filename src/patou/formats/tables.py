@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import EMPTY, ImageRecord, in_output_order
 from patou.video import is_video
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..record import ImageRecord
-from .atomic import atomic_output
+from ..atomic import atomic_output
 
 TEMPLATE = "deployments-template.csv"
 # Columns of the template, in the order a field biologist fills them in; all but utcOffset
