@@ -25,10 +25,10 @@ def snapshot(real: Path, fast: bool) -> dict:
     """{relative path: {width, height, failure, label, score, boxes: [[x, y, w, h, conf, top label, p]]}}."""
     from patou.decide import decide_image
     from patou.media import scan
-    from patou.pipeline import Models, process
+    from patou.pipeline import Analyser, process
 
     records, _ = scan([real])
-    models = Models(fast=fast, images_at_once=None)  # as patou run: one image per core
+    models = Analyser(fast=fast, images_at_once=None)  # as patou run: one image per core
     process(records, models, DETECTION_THRESHOLD)
     out = {}
     for r in records:

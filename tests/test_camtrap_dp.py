@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import patou
 from patou.cli import app
-from patou.formats.camtrap_dp import TAXONOMY, export_camtrap_dp, load_taxonomy
+from patou.formats.camtrap_dp import TAXA, export_camtrap_dp, load_taxa
 from patou.formats.camtrap_dp_deployments import TEMPLATE, MissingMetadata, parse_utc_offset
 from patou.formats.camtrap_dp_validate import SCHEMA_DIR, report_lines, validate_package
 from patou.corrections import save_corrections
@@ -180,7 +180,7 @@ def test_export_validates_offline_and_a_broken_package_does_not(run_dir, deploym
 def test_observations_follow_the_run_and_the_taxonomy(run_dir, deployments, tmp_path):
     out = tmp_path / "pkg"
     export(run_dir, out, deployments, **OPTIONS, log=lambda m: None)
-    run, tax = load_run(run_dir), load_taxonomy()
+    run, tax = load_run(run_dir), load_taxa()
     event_label = {r.event_id: r.event_label for r in run.records if r.event_id}
     rows = _read(out / "observations.csv")
     events = [o for o in rows if o["observationLevel"] == "event"]
@@ -250,8 +250,8 @@ def test_shipped_files_and_small_parsers():
     from patou.models.card import ASSETS, ModelCard
 
     labels = ModelCard.load(ASSETS / "efficientnet_lite0_imagenet.json").labels
-    assert set(load_taxonomy()) == set(labels) | {"empty", "undefined"}  # every label of the bundled model
-    assert load_taxonomy(TAXONOMY)["bear"]["scientificName"] == "Ursidae"
+    assert set(load_taxa()) == set(labels) | {"empty", "undefined"}  # every label of the bundled model
+    assert load_taxa(TAXA)["bear"]["scientificName"] == "Ursidae"
     assert parse_utc_offset("+01:00", "x").utcoffset(None).total_seconds() == 3600
     assert parse_utc_offset("UTC-5", "x").utcoffset(None).total_seconds() == -5 * 3600
     with pytest.raises(ValueError, match="not understood"):

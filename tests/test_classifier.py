@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from patou.models.card import ASSETS, ModelCard
 from patou.models.classifier import DEFAULT_CARD, Classifier, crop
-from patou.models.rollup import LABEL_RE, Taxonomy, rollup, softmax
+from patou.models.rollup import LABEL_RE, Rollup, rollup, softmax
 from patou.record import Detection
 
 TAXONOMY_CSV = ASSETS / "imagenet_taxonomy.csv"
@@ -57,8 +57,8 @@ def card() -> ModelCard:
 
 
 @pytest.fixture(scope="module")
-def taxonomy(card) -> Taxonomy:
-    return Taxonomy.for_card(card)
+def taxonomy(card) -> Rollup:
+    return Rollup.for_card(card)
 
 
 def test_taxonomy_covers_all_1000_classes_with_snake_case_labels(card, taxonomy):
@@ -158,15 +158,15 @@ def test_taxonomy_csv_is_validated(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("index,imagenet_name,label\n0,a,x\n1,b,y\n1,c,y\n")
     with pytest.raises(ValueError, match="exactly once"):
-        Taxonomy.load(p)
+        Rollup.load(p)
     p.write_text("index,imagenet_name,label\n0,a,Big Cat\n1,b,y\n")
     with pytest.raises(ValueError, match="snake_case"):
-        Taxonomy.load(p)
+        Rollup.load(p)
     p.write_text("index,imagenet_name,label\n1,b,y\n0,a,x\n")
-    t = Taxonomy.load(p, labels=["y", "x", "z"])  # card order wins; z may own no class
+    t = Rollup.load(p, labels=["y", "x", "z"])  # card order wins; z may own no class
     assert t.index.tolist() == [1, 0] and t.labels == ("y", "x", "z")
     with pytest.raises(ValueError, match="not among"):
-        Taxonomy.load(p, labels=["x"])
+        Rollup.load(p, labels=["x"])
 
 
 def test_card_declares_the_rollup_and_ships_its_licence(card):
@@ -391,7 +391,7 @@ def test_user_card_gives_softmax_over_its_own_labels(tmp_path):
     crops = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
     for source in (path, tmp_path, tmp_path / "my_model.onnx"):  # card, folder or model file
         clf = Classifier(source, threads=1)
-        assert clf.labels == ["red_deer", "roe_deer"] and clf.taxonomy is None
+        assert clf.labels == ["red_deer", "roe_deer"] and clf.rollup is None
         p = clf.predict(crops)
         logits = np.stack([c.reshape(-1, 3).mean(0) / 255.0 for c in crops]) @ w + b
         e = np.exp(logits - logits.max(1, keepdims=True))

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from patou.media import decode
 from patou.models.detector import FAST_CARD, Detector, MultiSizeDetector, merge_passes, parse_detector_size
-from patou.pipeline import Models
+from patou.pipeline import Analyser
 from patou.record import Detection, ImageRecord
 
 ENA24 = "zamba-ena24-small/tests/assets/images/ena24_small"
@@ -61,10 +61,10 @@ def test_larger_inputs_run_on_real_photos(real, card):
 
 
 def test_models_decode_large_enough_and_fingerprint_the_size(real):
-    base, big = Models(), Models(detector_size="1280")
+    base, big = Analyser(), Analyser(detector_size="1280")
     assert base.decode_side == 1024 and big.decode_side == 1280
-    assert base.fingerprint(0.2) != big.fingerprint(0.2) != Models(detector_size="640+1280").fingerprint(0.2)
-    assert Models(detector_size="640").fingerprint(0.2) == base.fingerprint(0.2)
+    assert base.fingerprint(0.2) != big.fingerprint(0.2) != Analyser(detector_size="640+1280").fingerprint(0.2)
+    assert Analyser(detector_size="640").fingerprint(0.2) == base.fingerprint(0.2)
     rec = ImageRecord(path=real / ENA24 / "9455.jpg", root=real)
     img, prepared = big.load(rec)
     assert max(img.size) >= 1280

@@ -1,6 +1,6 @@
 """`patou guard` on real images: a watched folder, real models, real actions (command, HTTP, GPIO mock).
 
-Waits are generous "within N seconds" polls, never timing assertions. One Models instance is
+Waits are generous "within N seconds" polls, never timing assertions. One Analyser instance is
 shared by the in-process guards (loading the sessions once keeps these tests short).
 """
 import json
@@ -20,7 +20,7 @@ import pytest
 from patou.guard import DEFAULT_GUARD_THRESHOLD, Guard, status
 from patou.guard.replay import replay
 from patou.guard.state import COOLDOWN, FIRED, Tracker
-from patou.pipeline import Models
+from patou.pipeline import Analyser
 
 ENA = "zamba-ena24-small/tests/assets/images/ena24_small"
 SN = "speciesnet-cameratrapai/test_data"
@@ -32,7 +32,7 @@ WAIT = 30.0  # generous: the machine is shared
 
 @pytest.fixture(scope="module")
 def models():
-    return Models(fast=True)
+    return Analyser(fast=True)
 
 
 def wait_for(cond, timeout=WAIT, what="condition"):

@@ -200,11 +200,11 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
     assert {p["label"] for p in preds} <= allowed
 
     # Camtrap DP export finds the installed model's table through the run (fine label -> taxon)
-    from patou.formats.camtrap_dp import load_taxonomy
+    from patou.formats.camtrap_dp import load_taxa, run_taxa
 
-    table = registry.run_taxonomy(run)
+    table = run_taxa(run)
     assert table == folder / "camtrap_dp_taxonomy.csv"
-    tax = load_taxonomy(table)  # valid for the exporter: ranks and observation types
+    tax = load_taxa(table)  # valid for the exporter: ranks and observation types
     assert set(card.labels) <= set(tax) and tax["red_deer"]["scientificName"] == "Cervus elaphus"
     assert {"empty", "undefined", "human", "vehicle"} <= set(tax)
 

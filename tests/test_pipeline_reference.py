@@ -34,13 +34,13 @@ def test_images_side_by_side_give_the_same_records_in_input_order(real):
     """`patou run` analyses one image per core; the guard one at a time with every core. Same
     records either way (sessions on 1 or 2 threads: float rounding at most), finished in input order."""
     from patou.media import scan
-    from patou.pipeline import Models, process
+    from patou.pipeline import Analyser, process
 
     records = {}
     for at_once in (1, 2):
         recs, _ = scan([real / "animl-py-southwest", real / "zamba-ena24-small"])
         recs = recs[:24]
-        models = Models(threads=2, images_at_once=at_once)
+        models = Analyser(threads=2, images_at_once=at_once)
         assert models.images_at_once == at_once
         done = []
         process(recs, models, 0.2, on_done=done.append)

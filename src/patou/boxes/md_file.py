@@ -1,5 +1,5 @@
-"""Boxes from elsewhere: a MegaDetector batch-output file (`--detections`) or one box per image
-(`--no-detector`), as the same `Detection` records the bundled detector makes.
+"""Boxes from a MegaDetector batch-output file (`--detections`), as the same `Detection` records the
+bundled detector makes (the file is read by formats/megadetector.py).
 
 The file's `file` entries are matched to the scanned inputs by path under the input root (as
 patou writes them), then by a path that ends with it, then by a unique file name; anything
@@ -8,78 +8,71 @@ human / vehicle, the file's confidence as the score): the classifier never sees 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..decide import DIRECT_LABELS
+from ..formats.megadetector import read_md_file
 from ..record import Detection, ImageRecord
-
-# MegaDetector category names -> patou label decided without the classifier
-DIRECT_LABELS = {"person": "human", "human": "human", "vehicle": "vehicle"}
-WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+from ..video import is_video
+from .source import BoxSource
 
 
 @dataclass
-class GivenBoxes:
+class MdFileBoxes(BoxSource):
     """Boxes per input file (absolute path -> MD detections), and what the file said about itself.
 
-    Picklable (Ray workers get it with the model options); `boxes()` returns fresh Detections.
+    Picklable (Ray workers get it with the run options); `prepare` returns fresh Detections. Videos
+    and files the file does not list get the bundled detector's boxes.
     """
 
-    source: str = ""  # the file's path, or "no-detector"
+    source: str = ""  # the file's path
     digest: str = ""
     categories: dict[str, str] = field(default_factory=dict)  # MD category id -> name
     by_path: dict[str, list[dict]] = field(default_factory=dict)
-    whole_image: bool = False  # --no-detector: one box covering every photo or frame
     info: dict = field(default_factory=dict)
 
-    def covers(self, record: ImageRecord) -> bool:
-        return self.whole_image or str(record.path) in self.by_path
+    @property
+    def key(self) -> str:
+        return f"detections:{self.digest}"
 
-    def boxes(self, record: ImageRecord) -> list[Detection]:
-        if self.whole_image:
-            return [Detection(WHOLE_IMAGE, 1.0)]
+    def covers(self, record: ImageRecord) -> bool:
+        return not is_video(record.path) and str(record.path) in self.by_path
+
+    def prepare(self, record: ImageRecord, img) -> list[Detection]:
         out = []
         for d in self.by_path.get(str(record.path), []):
             name = self.categories.get(str(d.get("category")), str(d.get("category")))
             out.append(Detection(tuple(float(v) for v in d["bbox"]), float(d["conf"]), name))
         return out
 
-    def key(self) -> str:
-        """For the checkpoint fingerprint: other boxes, other results."""
-        return "no-detector" if self.whole_image else f"detections:{self.digest}"
+    def find(self, prepared: list[Detection], img) -> list[Detection]:
+        return prepared
+
+    def classifies(self, d: Detection) -> bool:
+        return d.category == "animal"  # person/vehicle: decided at the file's confidence; the rest kept
 
     @property
     def typical_threshold(self) -> float | None:
         v = (self.info.get("detector_metadata") or {}).get("typical_detection_threshold")
         return float(v) if isinstance(v, (int, float)) else None
 
+    def detector_summary(self, bundled: dict) -> dict:
+        """The file's own detector, for megadetector.json."""
+        names = [v for _, v in sorted(self.categories.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)]
+        extra = dict(bundled.get("extra") or {})
+        meta = self.info.get("detector_metadata") or {}
+        for k in ("megadetector_version", "typical_detection_threshold", "conservative_detection_threshold"):
+            if k in meta:
+                extra[k] = meta[k]
+        return {**bundled, "file": str(self.info.get("detector") or Path(self.source).name), "labels": names,
+                "extra": extra}
 
-def no_detector() -> GivenBoxes:
-    return GivenBoxes(source="no-detector", whole_image=True)
-
-
-def read_md_file(path: str | Path) -> tuple[dict, str]:
-    """The parsed file and its sha256 (first 16 hex), or a one-line ValueError."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"--detections {path}: cannot read ({e.strerror or e})") from None
-    try:
-        data = json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"--detections {path}: not JSON ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("detection_categories"), dict):
-        raise ValueError(f"--detections {path}: not a MegaDetector batch file (needs 'images' and 'detection_categories')")
-    version = str((data.get("info") or {}).get("format_version", "1.0"))
-    if not version.startswith("1."):
-        raise ValueError(f"--detections {path}: format_version {version} is not supported (1.0-1.6)")
-    return data, hashlib.sha256(raw).hexdigest()[:16]
+    def run_info(self) -> dict:
+        return {"source": self.source, "sha256_16": self.digest, "detector": self.info.get("detector"),
+                "format_version": self.info.get("format_version"), "files_listed_and_found": len(self.by_path)}
 
 
 def _norm(p: str) -> str:
@@ -89,7 +82,7 @@ def _norm(p: str) -> str:
     return p
 
 
-def match(path: str | Path, records: list[ImageRecord]) -> tuple[GivenBoxes, list[ImageRecord], list[str]]:
+def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, list[ImageRecord], list[str]]:
     """Match the MD file at `path` to the scanned `records`.
 
     Returns (the boxes per matched input, new `failure` records for entries whose file is not on
@@ -117,7 +110,7 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[GivenBoxes, lis
         tail = [f for f in by_name.get(r.path.name, []) if f.endswith("/" + r.rel)]
         return tail or by_name.get(r.path.name, [])
 
-    given = GivenBoxes(source=str(path), digest=digest, categories=cats, info=dict(data.get("info") or {}))
+    given = MdFileBoxes(source=str(path), digest=digest, categories=cats, info=dict(data.get("info") or {}))
     used: dict[str, ImageRecord] = {}
     for r in records:
         found = candidates(r)
@@ -168,26 +161,3 @@ def _valid_box(d) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
 
-
-def decide_direct(d: Detection, labels: list[str]) -> bool:
-    """person/vehicle boxes: the label at the file's confidence, no classifier. True when decided."""
-    label = DIRECT_LABELS.get(d.category)
-    if label is None:
-        return False
-    d.scores = {k: 0.0 for k in labels}
-    d.scores[label] = round(float(d.conf), 6)
-    return True
-
-
-def detector_summary(given: GivenBoxes | None, bundled: dict) -> dict:
-    """The detector megadetector.json names: the file's own when its boxes were used."""
-    if given is None or given.whole_image:
-        return bundled if given is None else {**bundled, "file": "none (--no-detector: one box per image)"}
-    names = [v for _, v in sorted(given.categories.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)]
-    extra = dict(bundled.get("extra") or {})
-    meta = given.info.get("detector_metadata") or {}
-    for k in ("megadetector_version", "typical_detection_threshold", "conservative_detection_threshold"):
-        if k in meta:
-            extra[k] = meta[k]
-    return {**bundled, "file": str(given.info.get("detector") or Path(given.source).name), "labels": names,
-            "extra": extra}

@@ -1,4 +1,4 @@
-"""`patou models list|install|remove`: the installable models (registry.py, install.py) on the command line."""
+"""`patou models list|install|remove`: the installable models (models/registry.py, convert/install.py)."""
 from __future__ import annotations
 
 import sys
@@ -6,16 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from .console import err, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Install publishers' models (DeepFaune...) once, then run them offline with --model NAME.")
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _say(m: str) -> None:
-    err.print(m, markup=False, highlight=False)
 
 
 @app.command("list")
@@ -79,7 +75,7 @@ def install_cmd(
     try:
         install(name, version, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
                 skip_self_check=skip_self_check, int8=int8, check_dirs=check or [], url=url, sha256=sha256,
-                keep_download=keep_download, progress=progress, log=_say)
+                keep_download=keep_download, progress=progress, log=say)
     except ValueError as e:
         bar.stop()
         err.print(f"[red]error:[/] {e}", highlight=False)
@@ -97,4 +93,4 @@ def remove_cmd(name: str = typer.Argument(..., help="An installed model's name."
     except ValueError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(2)
-    _say(f"removed {name} ({folder})")
+    say(f"removed {name} ({folder})")

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from .console import fail, log_to
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Individual re-identification: which known animal is this?")
 
@@ -15,18 +17,6 @@ _CACHE = typer.Option(None, help="Embedding cache folder (default ~/.cache/patou
 _FUSE = typer.Option(None, "--fuse", help="Fuse --model (weight W, 0..1) with the bundled untrained features (1 - W); choose W per model on validation (benchmarks/reid.py --sweep).")
 _POOL = typer.Option("gem", "--pool", help="Bundled untrained features: gem (GeM-pooled last feature map) or logits (ImageNet logits).")
 _RERANK = typer.Option(0, "--rerank", help="Re-rank with DBA + alpha-QE over K gallery neighbours (0: off; 2 was best on MPDD validation).")
-
-
-def _log(quiet: bool):
-    from patou.cli import _log as log
-
-    return log(quiet)
-
-
-def _fail(e: Exception) -> None:
-    from patou.cli import _fail as fail
-
-    fail(e)
 
 
 @app.command("train")
@@ -51,13 +41,13 @@ def train_cmd(
     try:
         from patou.reid.training import train
     except ModuleNotFoundError as e:
-        _fail(f"training needs torch ({e.name} missing): pip install 'patou[train]'")
+        fail(f"training needs torch ({e.name} missing): pip install 'patou[train]'")
     try:
         train(known_dir, out, no_detector=no_detector, epochs=epochs, views=views, cut=cut, dim=dim,
               image_size=image_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
-              resume=resume, threads=threads, log=_log(quiet))
+              resume=resume, threads=threads, log=log_to(quiet))
     except ValueError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command("search")
@@ -81,9 +71,9 @@ def search_cmd(
 
     try:
         search(photos, gallery, out, model=model, top_k=top_k, no_detector=no_detector, new_threshold=new_threshold,
-               cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank, log=_log(quiet))
+               cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank, log=log_to(quiet))
     except ValueError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command("evaluate")
@@ -103,15 +93,15 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Hit-rate@1/3/5 and mAP (image and individual level), with the worst queries."""
-    from patou.evaluate import _fmt
+    from patou.evaluate import fmt
     from patou.reid.evaluation import evaluate
 
     try:
         m = evaluate(data, out, model=model, no_detector=no_detector, split_csv=split, split_column=split_column,
                      seed=seed, cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank,
-                     log=_log(quiet))
+                     log=log_to(quiet))
     except ValueError as e:
-        _fail(e)
-    typer.echo(f"{m['queries']} queries vs {m['gallery']} gallery photos: hit@1 {_fmt(m.get('individual_hit@1'))}, "
-               f"hit@3 {_fmt(m.get('individual_hit@3'))}, hit@5 {_fmt(m.get('individual_hit@5'))}, "
-               f"mAP {_fmt(m.get('image_mAP'))} -> {out / 'report.md'}")
+        fail(e)
+    typer.echo(f"{m['queries']} queries vs {m['gallery']} gallery photos: hit@1 {fmt(m.get('individual_hit@1'))}, "
+               f"hit@3 {fmt(m.get('individual_hit@3'))}, hit@5 {fmt(m.get('individual_hit@5'))}, "
+               f"mAP {fmt(m.get('image_mAP'))} -> {out / 'report.md'}")

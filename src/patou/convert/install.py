@@ -23,6 +23,7 @@ import numpy as np
 
 from patou import __version__
 from patou.digest import file_sha256
+from patou.options import DETECTION_THRESHOLD
 from patou.models import registry
 from patou.models.card import ModelCard
 from patou.models.registry import Entry, Version
@@ -158,7 +159,7 @@ def demo_crops(size: int, mode: str, resample: str, folders: list[Path] = ()) ->
         img = decode(ImageRecord(path=p, root=p.parent))
         if img is None:
             continue
-        boxes = [d for d in det.detect(img) if d.category == "animal" and d.conf >= 0.2]
+        boxes = [d for d in det.detect(img) if d.category == "animal" and d.conf >= DETECTION_THRESHOLD]
         if p.parent == SAMPLES:
             boxes = boxes[:1]
         if boxes:
@@ -225,18 +226,18 @@ def quantize_int8(src: Path, dst: Path, x: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- install
-def _taxonomy_files(entry: Entry, version: Version, folder: Path) -> tuple[list[str], dict[str, str]]:
+def _class_files(entry: Entry, version: Version, folder: Path) -> tuple[list[str], dict[str, str]]:
     """Labels (patou's fine names, in output order), label -> group, and the Camtrap DP table
     written into the model folder (the version's classes plus patou's non-animal rows)."""
-    from patou.formats.camtrap_dp import TAXONOMY
+    from patou.formats.camtrap_dp import TAXA
 
-    tax = registry.read_taxonomy(entry.taxonomy)
+    tax = registry.read_class_table(entry.class_table)
     unknown = [c for c in version.classes if c not in tax]
     if unknown:
-        raise InstallError(f"{entry.taxonomy}: no row for {', '.join(unknown)}")
+        raise InstallError(f"{entry.class_table}: no row for {', '.join(unknown)}")
     labels = [tax[c].label for c in version.classes]
     groups = {tax[c].label: tax[c].group for c in version.classes}
-    with open(TAXONOMY, newline="", encoding="utf-8") as f:
+    with open(TAXA, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames)
         base = [r for r in reader if r["observationType"] != "animal" or r["label"] == "other"]
@@ -322,7 +323,7 @@ def install(
         conversion = check_against_torch(model, onnx_path, x)
         conversion["export_s"] = round(t_export, 1)
         log(f"ONNX matches torch on {conversion['crops']} crops (max |diff| {conversion['max_abs_diff_logits']:.1e})")
-        labels, groups = _taxonomy_files(entry, ver, tmp)
+        labels, groups = _class_files(entry, ver, tmp)
         dim = int(model.head.in_features)
         del model
         card = ModelCard(

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from patou.models.card import ModelCard
+from patou.options import DETECTION_THRESHOLD
 
 FLOAT_FIRST = 6  # leading Conv/Gemm/MatMul kept in float (measured on EfficientNet-Lite0, above)
 MAX_CALIBRATION = 300  # calibration inputs used at most (ranges settle long before)
@@ -370,7 +371,7 @@ def compare_detector(
     fp32_card: ModelCard | Path | None,
     int8_card: ModelCard | Path,
     images: list[Image.Image],
-    threshold: float = 0.2,
+    threshold: float = DETECTION_THRESHOLD,
     names: Sequence[str] | None = None,
     runs: int = 20,
 ) -> dict:

@@ -27,7 +27,8 @@ from typing import Callable
 
 from .. import __version__
 from ..events import events_of
-from ..models.registry import run_taxonomy
+from ..models.registry import resolve
+from ..options import DETECTION_THRESHOLD
 from ..record import EMPTY, UNDEFINED, ImageRecord
 from ..results import load_run
 from ..atomic import atomic_output
@@ -40,7 +41,7 @@ from ..timestamps import suggest_time_source
 from ..corrections import load_corrections
 from ..sort import SortPlan, sort_files
 
-TAXONOMY = Path(__file__).with_name("camtrap_dp_taxonomy.csv")
+TAXA = Path(__file__).with_name("camtrap_dp_taxonomy.csv")  # patou label -> Camtrap DP taxon
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
 CAPTURE_METHODS = ("activityDetection", "timeLapse")
 MEDIA_MODES = ("copy", "link")
@@ -64,9 +65,9 @@ class ExportResult:
         return None if self.problems is None else not self.problems
 
 
-def load_taxonomy(path: str | Path | None = None) -> dict[str, dict]:
-    """patou label -> row of the taxonomy table (observationType, scientificName, ranks...)."""
-    path = Path(path) if path else TAXONOMY
+def load_taxa(path: str | Path | None = None) -> dict[str, dict]:
+    """patou label -> row of the taxa table (observationType, scientificName, ranks...)."""
+    path = Path(path) if path else TAXA
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -82,6 +83,22 @@ def load_taxonomy(path: str | Path | None = None) -> dict[str, dict]:
             raise ValueError(f"{path}: row {n}: taxonRank {row['taxonRank']!r} is not one of {', '.join(RANKS)}")
         table[row["label"]] = row
     return table
+
+
+def run_taxa(run_info: dict) -> Path | None:
+    """The Camtrap DP taxa table of the classifier a run used, when its card names one and
+    the model is still there (an installed model's fine labels, e.g. roe_deer -> Capreolus capreolus)."""
+    summary = (run_info.get("models") or {}).get("classifier") or {}
+    name = (summary.get("extra") or {}).get("camtrap_dp_taxonomy")
+    model = (run_info.get("options") or {}).get("model")
+    if not name or not model:
+        return None
+    try:
+        folder = resolve(model)
+    except ValueError:
+        return None
+    path = (folder if folder.is_dir() else folder.parent) / name
+    return path if path.is_file() else None
 
 
 def parse_contributor(text: str) -> dict:
@@ -150,9 +167,9 @@ def export_camtrap_dp(
     people = [parse_contributor(c) for c in contributors or []]
     if people and not any(p.get("role") == "contact" for p in people):
         people[0].setdefault("role", "contact")  # GBIF needs a contact; the first person given is it
-    if taxonomy is None and (taxonomy := run_taxonomy(run.info)):
+    if taxonomy is None and (taxonomy := run_taxa(run.info)):
         log(f"taxonomy: {taxonomy} (the table of the run's classifier)")
-    tax = load_taxonomy(taxonomy)
+    tax = load_taxa(taxonomy)
     schemas = {t: load_table_schema(t) for t in TABLES}
     fields = {t: [f["name"] for f in schemas[t]["fields"]] for t in TABLES}
     default_tz = parse_utc_offset(utc_offset, "--utc-offset") if utc_offset else None
@@ -241,7 +258,7 @@ class _Builder:
     def __init__(self, run, deps: list[Deployment], corrections: dict, tax: dict, warn: Callable[[str], None]):
         self.deps, self.corrections, self.tax, self.warn = deps, corrections, tax, warn
         self.dep_of = {id(r): d for d in deps for r in d.records}
-        self.det_thr = float(run.options.get("detection_threshold", 0.2))
+        self.det_thr = float(run.options.get("detection_threshold", DETECTION_THRESHOLD))
         self.thr = float(run.options.get("threshold", 0.5))
         det, cls = (run.info.get("models", {}).get(k, {}) for k in ("detector", "classifier"))
         self.machine = {"classificationMethod": "machine",

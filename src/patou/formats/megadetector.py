@@ -1,10 +1,13 @@
-"""MegaDetector batch-output JSON, format 1.6 (https://lila.science/megadetector-output-format).
+"""MegaDetector batch-output JSON, format 1.6 (https://lila.science/megadetector-output-format):
+read (`--detections`), written (RESULTS_DIR/megadetector.json) and validated here.
 
 This is the file Timelapse, AddaxAI and the MegaDetector post-processing tools read, so it follows
-the published format to the letter; `validate_megadetector_json` checks those rules.
+the published format to the letter; `validate_megadetector_json` checks those rules. Reading takes
+any 1.x file; boxes/md_file.py matches its entries to the scanned inputs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +24,26 @@ FORMAT_VERSION = "1.6"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".mkv", ".flv")
 MIN_CLASSIFICATION_CONF = 0.01  # below this a class is noise; the top class is always kept
 BBOX_EPS = 1e-3  # rounding to 4 decimals may push x+w a hair above 1
+
+
+def read_md_file(path: str | Path) -> tuple[dict, str]:
+    """The parsed file and its sha256 (first 16 hex), or a one-line ValueError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"--detections {path}: cannot read ({e.strerror or e})") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"--detections {path}: not JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("detection_categories"), dict):
+        raise ValueError(f"--detections {path}: not a MegaDetector batch file (needs 'images' and 'detection_categories')")
+    version = str((data.get("info") or {}).get("format_version", "1.0"))
+    if not version.startswith("1."):
+        raise ValueError(f"--detections {path}: format_version {version} is not supported (1.0-1.6)")
+    return data, hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _now() -> str:

@@ -8,7 +8,9 @@ network output, read once into an index vector. The roll-up is
     P[label] *= exp(log_prior[label])            optional calibration, then renormalised
     P[fold[label]] += P[label]                   helper labels folded into output labels
 
-so temperature, priors and folds are tuned from the model card's `extra` without a code change.
+so temperature, priors and folds are tuned from the model card's `extra` without a code change
+(the CSV is the card's `extra.taxonomy`, a name cards keep; the Camtrap DP taxa of the labels are
+another table, formats/camtrap_dp.py's).
 The bundled card uses a helper label `object` (ImageNet's man-made things that are neither
 people nor vehicles): the detector already said "animal", so that mass is down-weighted by a
 prior, then folded into `other`.
@@ -53,7 +55,7 @@ def apply_log_prior(probs: np.ndarray, labels: list[str] | tuple[str, ...], log_
 
 
 @dataclass(frozen=True)
-class Taxonomy:
+class Rollup:
     """Which output label each network class rolls up into."""
 
     labels: tuple[str, ...]  # output order (the model card's `labels`)
@@ -75,7 +77,7 @@ class Taxonomy:
         return np.flatnonzero(self.index == self.labels.index(label)).tolist()
 
     @classmethod
-    def load(cls, path: str | Path, labels: list[str] | tuple[str, ...] | None = None) -> "Taxonomy":
+    def load(cls, path: str | Path, labels: list[str] | tuple[str, ...] | None = None) -> "Rollup":
         """Read the CSV. `labels` fixes the output order (a card's labels) and must name every
         label the CSV uses; without it the order is that of first appearance in the CSV."""
         path = Path(path)
@@ -104,7 +106,7 @@ class Taxonomy:
         return cls(labels=labels, index=index, names=tuple(name for _, name, _ in rows))
 
     @classmethod
-    def for_card(cls, card) -> "Taxonomy":
+    def for_card(cls, card) -> "Rollup":
         """The taxonomy a classification card names, with its helper labels (`extra.fold`)."""
         extra = card.extra or {}
         return cls.load(card.path.parent / extra["taxonomy"], labels=list(card.labels) + list(extra.get("fold") or {}))
@@ -115,7 +117,7 @@ class Taxonomy:
 
 
 def rollup(
-    logits: np.ndarray, taxonomy: Taxonomy, temperature: float = 1.0, log_prior: dict | None = None,
+    logits: np.ndarray, taxonomy: Rollup, temperature: float = 1.0, log_prior: dict | None = None,
     fold: dict | None = None,
 ) -> np.ndarray:
     """(n, n_classes) logits -> (n, n_labels) probabilities, rows summing to 1 (float32).

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from patou.media import IMAGE_EXTENSIONS, decode
-from patou.models.classifier import crop
 from patou.atomic import atomic_output
 from patou.record import ImageRecord
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, best_box
@@ -58,7 +57,7 @@ def identify_run(results_dir: str | Path, gallery: str | Path, *, model=None, to
             log(f"{r.path}: cannot be read again for re-identification, skipped")
             continue
         keys.append(r)
-        crops.append(crop(img, box.bbox, embedder.size, margin=embedder.margin, pad_value=int(embedder.card.pad_value)))
+        crops.append(embedder.crop_box(img, box.bbox))
     rows = []
     if crops:
         ranked = rank(embedder.embed(crops), g.vectors, g.ids, top_k)

@@ -28,7 +28,7 @@ from torch import nn
 
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD
-from patou.models.rollup import Taxonomy
+from patou.models.rollup import Rollup
 
 INITS = ("rollup", "rows", "random")
 OTHER = "other"
@@ -43,7 +43,7 @@ def label_weights(labels: list[str], card: ModelCard | None = None, merge: dict 
     """(n_imagenet, K) weights C: how much of ImageNet class j's probability goes to training label k."""
     card = card or bundled_card()
     extra = card.extra or {}
-    tax = Taxonomy.for_card(card)
+    tax = Rollup.for_card(card)
     prior, fold, merge = dict(extra.get("log_prior") or {}), dict(extra.get("fold") or {}), dict(merge or {})
     pos = {lab: k for k, lab in enumerate(labels)}
     c = np.zeros((tax.n_classes, len(labels)), dtype=np.float64)
