@@ -183,7 +183,7 @@ MegaDetector v5: expect lower recall on small or hidden animals.
 
 - Source: {source}
 - Licence: MIT, Copyright (c) 2022 DrivenData Inc. Full text: `LICENSE-zamba-MIT.txt`.
-  The network code in `patou/models/yolox.py` was written for patou to match the checkpoint's
+  The network code in `patou/convert/yolox.py` was written for patou to match the checkpoint's
   parameter names; only the weights come from zamba.
 
 ## Regenerate

@@ -213,7 +213,7 @@ def self_check(card: ModelCard, crops: dict[str, list[np.ndarray]], groups: dict
 
 def quantize_int8(src: Path, dst: Path, x: np.ndarray) -> dict:
     """Dynamic int8 (per-channel weights, 7-bit range: u8 x s8 products cannot saturate on CPUs
-    without VNNI, see train/quantize.py); the figures of its agreement with fp32 on `x`."""
+    without VNNI, see quantize.py); the figures of its agreement with fp32 on `x`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from patou.models.runtime import cpu_session

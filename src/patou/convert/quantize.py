@@ -1,7 +1,7 @@
 """Static int8 export with ONNX Runtime, always checked against the fp32 model on real data.
 
 AI-for-Bears lost 17 points of bear recall going int8; the settings below are the ones measured
-to lose almost nothing here (tools/quantize_detector.py, tests/test_quantize.py):
+to lose almost nothing here (tools/quantize_detector.py, tests/convert/test_quantize.py):
 - QDQ format, int8 weights **per channel** (per-tensor halved the detector's score SQNR and moved
   confs by up to 0.35), uint8 activations (the x86 U8S8 kernels), MinMax calibration on real
   crops/frames (Percentile once lost a detection, Entropy added boxes; neither beat MinMax).

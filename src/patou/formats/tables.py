@@ -17,7 +17,7 @@ BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "timestamp_sour
                 "max_detection_conf", "label", "score", "event_label", "event_score"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
 VIDEO_COLUMNS = ["frame_rate", "frames_processed"]  # only when the run has videos
-VERIFIED_COLUMNS = ["verified_label", "verified_by"]  # human corrections (outputs/corrections.py)
+VERIFIED_COLUMNS = ["verified_label", "verified_by"]  # human corrections (corrections.py)
 EVENT_FILES_SHOWN = 5
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 from patou.convert import install as inst  # noqa: E402
@@ -138,6 +140,7 @@ def test_vit_matches_layout_and_resizes_grid(checkpoint):
     assert torch.allclose(model.head(feats), logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp_path):
     logs = []
     folder = inst.install("deepfaune", url=server.url, accept_licence=True, skip_self_check=True, log=logs.append)
@@ -209,6 +212,7 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
     assert {"empty", "undefined", "human", "vehicle"} <= set(tax)
 
 
+@pytest.mark.slow
 def test_interrupted_download_resumes(models_dir, server):
     server.cut_after = 100_000
     with pytest.raises(inst.InstallError, match="interrupted.*resume"):
@@ -230,6 +234,7 @@ def test_wrong_pinned_sha256_installs_nothing(models_dir, server):
     assert not list((models_dir / ".downloads").iterdir())  # the corrupt download is not kept
 
 
+@pytest.mark.slow
 def test_pinned_sha256_accepted(models_dir, checkpoint):
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     inst.install("deepfaune", from_file=checkpoint, sha256=digest, accept_licence=True, skip_self_check=True,
@@ -263,6 +268,7 @@ def test_checkpoint_that_does_not_fit_installs_nothing(models_dir, tmp_path, kin
     _nothing_installed(models_dir)
 
 
+@pytest.mark.slow
 def test_full_disk_installs_nothing(models_dir, checkpoint, monkeypatch):
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -311,6 +317,7 @@ def test_licence_must_be_accepted(models_dir, checkpoint):
     _nothing_installed(models_dir)
 
 
+@pytest.mark.slow
 def test_self_check_refuses_random_weights(models_dir, checkpoint):
     """Random weights do not see the demo bear and fox: the install is refused, nothing is left."""
     with pytest.raises(inst.InstallError, match="self-check failed on the demo photos"):
@@ -318,6 +325,7 @@ def test_self_check_refuses_random_weights(models_dir, checkpoint):
     _nothing_installed(models_dir)
 
 
+@pytest.mark.slow
 def test_cli_from_list_remove(models_dir, tmp_path):
     ckpt = make_checkpoint(tmp_path / "df13.pt", num_classes=34, seed=3)
     env = {**os.environ, registry.MODELS_ENV: str(models_dir)}
@@ -367,6 +375,7 @@ def test_square_clip_crop_is_deepfaune_crop(real):
     assert pad[:20].max() == 0 and got[:20].max() > 0
 
 
+@pytest.mark.slow
 def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
     """Truth labelled with coarse labels (deer) scores a fine-label model with --groups."""
     from patou.evaluate import evaluate_model
@@ -387,6 +396,7 @@ def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
     assert rep["image"]["n"] == 6
 
 
+@pytest.mark.slow
 def test_cli_downloads_with_progress(models_dir, server):
     env = {**os.environ, registry.MODELS_ENV: str(models_dir)}
     p = subprocess.run([sys.executable, "-m", "patou.cli", "models", "install", "deepfaune", "--url", server.url,

@@ -25,7 +25,7 @@ ANIML = "animl-py-southwest/examples/Southwest"
 HUMAN = "StationB/B012_2021-05-27_human.jpg"
 # media inside the package: Camtrap DP's filePath may not leave it (no "..")
 OPTIONS = dict(sampling_design="targeted", contributors=["Ana Ruiz <ana@example.org>"], media="link")
-OFFICIAL = Path(os.environ.get("PATOU_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/camtrap-real")
+OFFICIAL = Path(os.environ.get("PATOU_REAL_DATA", Path(__file__).resolve().parents[3] / "shared/data/camtrap-real")
                 ).parent / "camtrap-dp-schemas"  # tdwg/camtrap-dp at tags 1.0, 1.0.1, 1.0.2 (test data)
 VERSIONS = ("1.0", "1.0.1", "1.0.2")
 

@@ -61,6 +61,7 @@ def _one_line_error(proc) -> str:
 
 # -- data loss and wrong results ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_rerun_after_sort_move_keeps_the_earlier_results(tmp_path, real):
     """Item 2: the second run finds nothing (moved) and must not replace the results with 0 rows."""
     src, out = tmp_path / "in", tmp_path / "out"
@@ -84,6 +85,7 @@ def _cross_fs_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_kill_9_during_cross_filesystem_move_then_rerun_finishes_the_plan(tmp_path, real):
     """Item 3: killed mid-move across filesystems, a rerun files every photo as first planned
     (the bear's event stays whole) and leaves no .patou-part behind."""
@@ -122,6 +124,7 @@ def test_kill_9_during_cross_filesystem_move_then_rerun_finishes_the_plan(tmp_pa
         shutil.rmtree(sort_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_out_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, real):
     """Item 4: two runs into one --out: the second is refused; kill -9 of the first frees the folder."""
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
@@ -171,6 +174,7 @@ def _png_claiming(path: Path, width: int, height: int, color_type: int = 6) -> N
                      + chunk(b"IEND", b""))
 
 
+@pytest.mark.slow
 def test_decompression_bombs_are_refused_before_decoding_and_big_jpegs_still_work(tmp_path, real):
     """Item 6: a PNG declaring 24000x24000 RGBA is a failure row (nothing decoded); a large JPEG goes
     through draft decoding; the cap is an option."""
@@ -208,6 +212,7 @@ def test_out_that_is_a_file_is_one_line_not_a_traceback(tmp_path, real):
     assert (tmp_path / "results.csv").read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_missing_or_empty_input_is_one_clear_line_and_no_outputs(tmp_path):
     """Item 9: a missing folder, an empty folder: one line naming it, exit 1, no empty outputs."""
     (tmp_path / "empty").mkdir()
@@ -259,6 +264,7 @@ def test_train_and_evaluate_without_their_extras_give_the_install_hint(tmp_path,
     assert "pip install 'patou[train]'" in line and hidden in line
 
 
+@pytest.mark.slow
 def test_evaluate_takes_a_relative_data_path(tmp_path, real, monkeypatch):
     """Item 12: `patou evaluate ../relative/data` failed on relative_to with mixed paths."""
     from patou.evaluate import evaluate_model
@@ -272,6 +278,7 @@ def test_evaluate_takes_a_relative_data_path(tmp_path, real, monkeypatch):
     assert (tmp_path / "work" / "report" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_exit_code_is_1_when_every_sort_operation_failed(tmp_path, real):
     """Item 13."""
     src, sort_dir = tmp_path / "in", tmp_path / "sorted"
@@ -300,6 +307,7 @@ def test_stale_temp_files_of_killed_runs_are_cleaned(tmp_path, real):
     assert keep.read_text() == "mine" and (sort_dir / "empty" / "blank.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_gif_is_analysed_and_hidden_folders_are_skipped_like_hidden_files(tmp_path, real):
     """Item 13: `.gif` was skipped without a word; hidden folders were scanned, hidden files not."""
     src = tmp_path / "in"
@@ -313,6 +321,7 @@ def test_gif_is_analysed_and_hidden_folders_are_skipped_like_hidden_files(tmp_pa
     assert gif.failure is None and gif.width == 2048 and gif.detections
 
 
+@pytest.mark.slow
 def test_help_is_clean(tmp_path):
     """Item 13: no `<bool>` after flags, one argument naming style, guard --threshold shows its default."""
     run_help = _cli("run", "--help", env_extra={"COLUMNS": "200"}).stdout
@@ -341,7 +350,7 @@ def test_decode_failure_texts_do_not_depend_on_case(tmp_path, real):
     assert decode(r) is None and r.failure == "truncated image file"
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _section(text: str, title: str) -> str:

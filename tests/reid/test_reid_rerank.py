@@ -21,6 +21,7 @@ def crops(small):
     return [emb.crop_photo(p).crop for p in paths]
 
 
+@pytest.mark.slow
 def test_feature_output_is_what_the_classifier_pools(crops):
     """The output appended without the onnx package is the map the classifier averages: its mean
     through the classifier's own fully-connected layer gives the logits back."""
@@ -49,6 +50,7 @@ def test_feature_output_is_what_the_classifier_pools(crops):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fusion_weight_is_the_share_of_each_cosine(crops):
     a, b = Embedder(pool="logits"), Embedder()  # two real embeddings standing for trained and untrained
     va, vb = a.embed(crops), b.embed(crops)
@@ -82,6 +84,7 @@ def test_rerank_prefers_the_individual_whose_photos_agree():
     np.testing.assert_allclose(expand_query(q, gallery, 0), q)
 
 
+@pytest.mark.slow
 def test_evaluate_and_search_options_on_real_dogs(small, tmp_path):
     base = ["--no-detector", "--cache-dir", tmp_path / "cache"]
     runs = {}

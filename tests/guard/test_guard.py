@@ -116,6 +116,7 @@ def test_tracker_events_cooldown_and_running_mean():
     assert tr.observe("A", t0 + timedelta(seconds=300), 0.05, scored=True).outcome is None
 
 
+@pytest.mark.slow
 def test_bear_fires_command_empty_and_fox_do_not_second_bear_cools_down(real, models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -145,6 +146,7 @@ def test_bear_fires_command_empty_and_fox_do_not_second_bear_cools_down(real, mo
     assert "latency from file written to action start: p50" in text and "8831.jpg" in text
 
 
+@pytest.mark.slow
 def test_hidden_and_temporary_names_wait_for_their_final_name(real, models, tmp_path):
     with running(tmp_path, models, []) as (g, incoming):
         db = g.journal.path
@@ -164,6 +166,7 @@ def _guard_process(tmp: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "guard.log", "a"))
 
 
+@pytest.mark.slow
 def test_kill_and_restart_neither_refires_nor_skips(real, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -193,6 +196,7 @@ def test_kill_and_restart_neither_refires_nor_skips(real, tmp_path):
     assert rows(db, "SELECT COUNT(*) FROM attempts")[0][0] == 1
 
 
+@pytest.mark.slow
 def test_failing_action_is_logged_and_the_next_event_fires(real, models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -217,6 +221,7 @@ def test_failing_action_is_logged_and_the_next_event_fires(real, models, tmp_pat
 
 
 @pytest.mark.parametrize("poll", [None, 0.2], ids=["inotify", "polling"])
+@pytest.mark.slow
 def test_truncated_file_written_slowly_is_processed_once_whole(real, models, tmp_path, poll):
     data = (real / BEAR_1).read_bytes()
     said = []
@@ -237,6 +242,7 @@ def test_truncated_file_written_slowly_is_processed_once_whole(real, models, tmp
 
 
 @pytest.mark.parametrize("head", [2, 100])
+@pytest.mark.slow
 def test_archive_waits_for_an_upload_that_pauses_and_keeps_it_whole(real, models, tmp_path, head):
     """Issue 10 item 1: a writer sends `head` bytes, pauses 3 s, then the rest. The photo must be
     analysed once whole (the bear found) and archived whole, also onto another filesystem."""
@@ -296,6 +302,7 @@ def test_http_action_receives_the_event_json(real, models, tmp_path):
     assert attempt == [(1, "HTTP 200 (try 2)")]
 
 
+@pytest.mark.slow
 def test_gpio_pin_goes_high_then_low_with_the_mock_factory(real, models, tmp_path):
     from gpiozero.pins.mock import MockFactory
 
@@ -310,6 +317,7 @@ def test_gpio_pin_goes_high_then_low_with_the_mock_factory(real, models, tmp_pat
         assert rows(g.journal.path, "SELECT action, ok FROM attempts") == [("gpio:17:1.5", 1)]
 
 
+@pytest.mark.slow
 def test_archive_moves_processed_files_and_never_clobbers(real, models, tmp_path):
     archive = tmp_path / "archive"
     # partial_grace: how long an unreadable file may still be arriving before it goes to failed/
@@ -330,6 +338,7 @@ def test_archive_moves_processed_files_and_never_clobbers(real, models, tmp_path
     assert sites == [("cam2", "done"), ("cam2", "done"), (".", "failed")]
 
 
+@pytest.mark.slow
 def test_replay_prints_what_would_fire_and_scores_events(real, models, capsys):
     photos = [real / "camtrapdp-mica-heron", real / SN]  # a night-IR heron burst, a night-IR bear, a black cow
     res = replay(photos, labels=real / "LABELS.csv", models=models)
@@ -403,6 +412,7 @@ def test_mqtt_action_publishes_the_event_json(real, models, tmp_path):
     assert topic == "patou/alerts" and qos == 1 and event["target"] == "bear" and event["trigger_id"] == 1
 
 
+@pytest.mark.slow
 def test_faults_are_logged_and_the_guard_goes_on(real, models, tmp_path, monkeypatch):
     """A non-image, a model error and a full disk each cost at most their photo; bears still fire."""
     out = tmp_path / "out"

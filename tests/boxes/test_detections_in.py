@@ -17,23 +17,7 @@ from patou.boxes.md_file import match
 from patou.media import scan
 from patou.timestamps import filename_time, parse_time_source
 
-HERON = "camtrapdp-mica-heron/tests/testthat/fixtures/sample_camtrap_dp_data"
-
-
-def heron_boxes(real: Path) -> dict[str, tuple[list[float], float]]:
-    """file name -> (bbox, probability) of the 10 heron frames, from the example's observations.csv."""
-    pkg = real / HERON
-    with open(pkg / "media.csv", newline="") as f:
-        names = {r["mediaID"]: r["fileName"] for r in csv.DictReader(f)}
-    on_disk = {p.name for p in (pkg / "media").iterdir()}
-    boxes = {}
-    with open(pkg / "observations.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            name = names.get(r["mediaID"])
-            if name in on_disk and r["bboxX"]:
-                boxes[name] = ([float(r[k]) for k in ("bboxX", "bboxY", "bboxWidth", "bboxHeight")],
-                               float(r["classificationProbability"]))
-    return boxes
+from heron import HERON, heron_boxes
 
 
 def md_file(path: Path, images: list[dict], **info) -> Path:

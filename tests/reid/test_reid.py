@@ -23,7 +23,7 @@ from patou.reid.gallery import EmbeddingCache, embed_photos
 from patou.reid.ranking import CANDIDATE_COLUMNS, choose_threshold, rank
 from patou.record import Detection
 
-MPDD = Path(os.environ.get("PATOU_REID_DATA", Path(__file__).resolve().parents[1].parent / "shared/data/reid")) \
+MPDD = Path(os.environ.get("PATOU_REID_DATA", Path(__file__).resolve().parents[2].parent / "shared/data/reid")) \
     / "naruto716-LostPetTest"
 N_DOGS = 8
 runner = CliRunner()
@@ -122,6 +122,7 @@ def test_best_box_is_the_most_confident_animal():
     assert best_box(dets, threshold=0.97) is None
 
 
+@pytest.mark.slow
 def test_search_ranks_known_dogs_and_caches_the_gallery(small, tmp_path):
     cache = tmp_path / "cache"
     out = tmp_path / "out"
@@ -164,6 +165,7 @@ def test_search_ranks_known_dogs_and_caches_the_gallery(small, tmp_path):
     assert embed_photos([copy], emb, no_detector=True, cache_dir=cache).new == 0
 
 
+@pytest.mark.slow
 def test_search_reports_bad_photos_and_goes_on(small, tmp_path):
     q = tmp_path / "q"
     q.mkdir()
@@ -187,6 +189,7 @@ def test_search_missing_gallery_is_one_line(tmp_path):
     assert not (tmp_path / "out" / "candidates.csv").exists()
 
 
+@pytest.mark.slow
 def test_detector_crops_the_animal_on_camera_trap_photos(real, tmp_path):
     """Camera-trap photos go through the detector: a photo of the gallery finds itself first."""
     with open(real / "LABELS.csv", newline="") as f:
@@ -207,6 +210,7 @@ def test_detector_crops_the_animal_on_camera_trap_photos(real, tmp_path):
     assert all(c[0][1] == pytest.approx(1.0, abs=1e-4) for c in ranked)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_hit_rates_and_worst_queries(mpdd, small, tmp_path):
     data = _tree(tmp_path / "data", {d: mpdd["gallery"][d] + mpdd["query"][d] for d in small["dogs"]})
     out = tmp_path / "report"
@@ -233,6 +237,8 @@ def test_evaluate_writes_hit_rates_and_worst_queries(mpdd, small, tmp_path):
     assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["queries"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_train_exports_an_embedding_card_that_search_uses(mpdd, small, tmp_path):
     pytest.importorskip("torch", reason="torch not installed (pip install -e '.[train]')")
     from patou.models.card import ModelCard

@@ -42,13 +42,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def real_run(real, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real-run")
-    result = patou.run([real], out=out, target="bear", log=lambda m: None)
-    return result, {r.rel: r for r in result.records}, out
-
-
+@pytest.mark.slow
 def test_bears_come_out_bear_and_blanks_empty(real_run):
     result, by, _ = real_run
     for rel in BEARS:
@@ -62,6 +56,7 @@ def test_bears_come_out_bear_and_blanks_empty(real_run):
         assert by[rel].label == "empty" and by[rel].event_label == "empty", (rel, by[rel].detections)
 
 
+@pytest.mark.slow
 def test_no_false_bear_beyond_the_known_lookalike(real_run):
     _, by, _ = real_run
     for rel, r in by.items():
@@ -71,6 +66,7 @@ def test_no_false_bear_beyond_the_known_lookalike(real_run):
         assert r.label != "bear", rel
 
 
+@pytest.mark.slow
 def test_odd_files_do_not_stop_the_run(real_run):
     result, by, _ = real_run
     assert by[f"{SN}/african_elephants_truncated_file.jpg"].failure == "truncated image file"
@@ -82,12 +78,14 @@ def test_odd_files_do_not_stop_the_run(real_run):
         assert abs(len([d for d in r.detections if d.conf >= 0.2]) - len([d for d in ref.detections if d.conf >= 0.2])) <= 1
 
 
+@pytest.mark.slow
 def test_heron_burst_is_one_event(real_run):
     _, by, _ = real_run
     ids = {r.event_id for rel, r in by.items() if rel.startswith(HERON)}
     assert len(ids) == 1
 
 
+@pytest.mark.slow
 def test_outputs_are_complete_and_valid(real_run, real):
     result, by, out = real_run
     rows = _rows(out / "predictions.csv")
@@ -117,6 +115,7 @@ def test_outputs_are_complete_and_valid(real_run, real):
     assert run_json["models"]["detector"]["licence"] == "MIT"
 
 
+@pytest.mark.slow
 def test_demo_runs_from_the_cli(tmp_path):
     out = tmp_path / "demo-out"
     proc = subprocess.run([sys.executable, "-m", "patou.cli", "run", "--demo", "--out", str(out), "--quiet"],
@@ -182,6 +181,7 @@ def _copy_subset(real: Path, dst: Path) -> list[Path]:
     return out
 
 
+@pytest.mark.slow
 def test_sort_move_loses_nothing(tmp_path, real):
     src = tmp_path / "photos"
     files = _copy_subset(real, src)
@@ -202,6 +202,7 @@ def test_sort_move_loses_nothing(tmp_path, real):
     assert sorted(_sha(p) for p in sorted_dir.rglob("*") if p.is_file()) == before
 
 
+@pytest.mark.slow
 def test_dry_run_touches_nothing(tmp_path, real):
     src = tmp_path / "photos"
     files = _copy_subset(real, src)[:3]
@@ -211,6 +212,7 @@ def test_dry_run_touches_nothing(tmp_path, real):
     assert sum(line.startswith("MOVE ") for line in lines) == len(list(src.rglob("*.*")))
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_identical_outputs(tmp_path, real):
     src = tmp_path / "photos"
     _copy_subset(real, src)
@@ -240,6 +242,7 @@ def test_kill_9_then_resume_gives_identical_outputs(tmp_path, real):
     assert md["images"] == md_ref["images"]
 
 
+@pytest.mark.slow
 def test_load_run_gives_back_the_decided_records(real_run, tmp_path):
     from patou.results import load_run
 

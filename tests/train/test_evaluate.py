@@ -114,6 +114,7 @@ def _readable_png(path) -> None:
 
 
 @pytest.mark.parametrize("k", [2, 25])
+@pytest.mark.slow
 def test_confusion_png_is_written_and_not_blank(tmp_path, k):
     rng = np.random.default_rng(k)
     cm = np.diag(rng.integers(3, 90, k)) + rng.integers(0, 3, (k, k))

@@ -6,6 +6,8 @@ import csv
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("sklearn")

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
+
 pytest.importorskip("torch", reason="torch not installed (pip install -e '.[train]')")
 pytest.importorskip("sklearn", reason="scikit-learn not installed (pip install -e '.[train]')")
 

@@ -244,6 +244,7 @@ def clf() -> Classifier:
     return Classifier(threads=2)
 
 
+@pytest.mark.slow
 def test_predict_shapes_flip_and_batching(clf):
     assert clf.labels == list(ModelCard.load(DEFAULT_CARD).labels) and clf.flip
     assert clf.predict([]).shape == (0, len(clf.labels))
@@ -290,6 +291,8 @@ def _crops(real: Path, items: dict, margin: float = 0.1) -> list[np.ndarray]:
     return [crop(_load(real, rel), box, 224, margin=margin) for rel, box in items.values()]
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_onnx_matches_torch_on_real_crops(real):
     torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[dev]')")
     pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed")

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[train]')")
 pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed")
 onnx = pytest.importorskip("onnx", reason="onnx not installed")
@@ -68,6 +70,7 @@ def _rollup_model(labels, tmp_path, verify):
 
 
 @pytest.mark.parametrize("labels", [["bear", "other"], ["bear", "deer", "fox", "other"]])
+@pytest.mark.slow
 def test_rollup_start_reproduces_the_default_on_real_photos(images, labels, tmp_path):
     """Before any training the roll-up head is the default: same margin, flip averaging,
     temperature and object prior, through the exported ONNX and `Classifier.classify`."""
@@ -111,6 +114,7 @@ def test_view_fraction_is_the_crop_at_a_smaller_margin(images, crops):
     assert np.abs(inner.astype(float) - other).mean() > 2 * np.abs(inner.astype(float) - direct).mean()
 
 
+@pytest.mark.slow
 def test_head_from_the_cache_equals_head_from_the_photos(crops, tmp_path):
     labels = ["bear", "other"]
     two = [c for c in crops if c.label in labels]
@@ -227,6 +231,7 @@ def lite0_features(crops):
     return two, feats, base, y, convex
 
 
+@pytest.mark.slow
 def test_convex_correction_shrinks_to_the_default_and_folds_into_the_head(lite0_features):
     """An infinite penalty is the default (to 1e-4); a fitted correction, folded into the
     head's raw-feature Linear, predicts what the fit predicts, and does fit the crops."""
@@ -247,6 +252,7 @@ def test_convex_correction_shrinks_to_the_default_and_folds_into_the_head(lite0_
     assert convex.balanced_log_loss(fit, y) < convex.balanced_log_loss(default, y) - 0.05
 
 
+@pytest.mark.slow
 def test_convex_cv_never_predicts_a_crop_with_a_model_that_saw_it(lite0_features):
     """Out-of-fold predictions of a fold do not change when that fold's labels do: the choice is
     made on held-out groups only. Groups are never cut across folds."""
@@ -270,6 +276,7 @@ def test_convex_cv_never_predicts_a_crop_with_a_model_that_saw_it(lite0_features
     assert a["choice"] in a["cv"] and ("default", float("inf")) in a["cv"]
 
 
+@pytest.mark.slow
 def test_convex_head_from_the_cache_equals_head_from_the_photos(lite0_features, tmp_path):
     from patou.train import convex
 
@@ -289,6 +296,7 @@ def test_convex_head_from_the_cache_equals_head_from_the_photos(lite0_features, 
 
 
 
+@pytest.mark.slow
 def test_convex_without_evidence_penalises_by_the_effective_number_of_crops(lite0_features):
     """Every bear in one group: no CV, the linear correction at 1 / (effective crops), which the
     balanced weights make ~ classes x the rarest count, not the number of crops."""

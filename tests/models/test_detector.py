@@ -231,6 +231,7 @@ def test_postprocess_max_detections():
     assert len(d.postprocess(raw, 1.0, (640, 640))) == 7
 
 
+@pytest.mark.slow
 def test_detect_batch_equals_single(real, detector):
     imgs = [_open(real / p) for p in list(BEARS)[:2]]
     assert detector.detect_batch([]) == []
@@ -261,6 +262,8 @@ def test_blank_frames_give_no_detection(real, detector, rel):
     assert all(d.conf < 0.2 for d in dets), [(d.conf, d.bbox) for d in dets]
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_onnx_matches_torch(real, detector):
     torch = pytest.importorskip("torch", reason="torch is needed to compare against the original network")
     spec = importlib.util.find_spec("zamba")

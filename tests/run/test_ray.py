@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import patou
-from test_video import ENA, SIZE, write_video
+from videos import ENA, SIZE, write_video
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'patou[ray]')")
 

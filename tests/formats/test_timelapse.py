@@ -10,7 +10,7 @@ import pytest
 
 import patou
 from patou.formats.megadetector import validate_megadetector_json
-from test_video import ENA, SIZE, write_video
+from videos import ENA, SIZE, write_video
 
 SN = "speciesnet-cameratrapai/test_data"
 
@@ -31,6 +31,7 @@ def md(real, tmp_path_factory) -> dict:
     return json.loads((out / "megadetector.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_real_run_follows_the_format(md):
     assert validate_megadetector_json(md) == []
     assert md["info"]["format_version"] == "1.6"

@@ -14,6 +14,8 @@ from patou.models.detector import FAST_CARD, Detector, MultiSizeDetector, merge_
 from patou.pipeline import Analyser
 from patou.record import Detection, ImageRecord
 
+pytestmark = pytest.mark.slow
+
 ENA24 = "zamba-ena24-small/tests/assets/images/ena24_small"
 
 
@@ -72,6 +74,7 @@ def test_models_decode_large_enough_and_fingerprint_the_size(real):
     assert sum(d.conf >= 0.2 for d in rec.detections) == 3 and all(d.scores for d in rec.detections if d.conf >= 0.2)
 
 
+@pytest.mark.torch
 def test_onnx_matches_torch_at_1280(real):
     torch = pytest.importorskip("torch", reason="torch is needed to compare against the original network")
     spec = importlib.util.find_spec("zamba")
@@ -96,7 +99,7 @@ def test_onnx_matches_torch_at_1280(real):
 def test_640_plus_1280_finds_the_night_heron_the_640_pass_misses(real):
     """The night-IR heron burst: the 640 pass finds nothing >= 0.2; 640+1280 (int8, the recommended
     setting for small or faint animals) puts a box on the heron itself in most frames."""
-    from test_detections_in import HERON, heron_boxes
+    from heron import HERON, heron_boxes
 
     def iou(a, b):
         iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))

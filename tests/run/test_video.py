@@ -17,21 +17,11 @@ from patou.record import ImageRecord
 from patou.results import load_run
 from patou.video import VideoSampling, frame_numbers
 
-ENA = "zamba-ena24-small/tests/assets/images/ena24_small"
+from videos import ENA, SIZE, write_video
+
 SN = "speciesnet-cameratrapai/test_data"
 HERON = "camtrapdp-mica-heron/tests/testthat/fixtures/sample_camtrap_dp_data/media"
 HERON_START = "2021-04-11T20:43:09"  # the burst's first EXIF time, written into the .MOV header
-SIZE = (1024, 768)
-
-
-def write_video(path: Path, frames: list, fps: float, fourcc: str = "mp4v") -> Path:
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert out.isOpened(), f"OpenCV cannot write {path}"
-    for f in frames:
-        out.write(f)
-    out.release()
-    return path
 
 
 def set_mp4_creation_time(path: Path, iso: str) -> None:
@@ -96,6 +86,7 @@ def test_deepfaune_frame_rule():
         VideoSampling(frames=0)
 
 
+@pytest.mark.slow
 def test_video_verdicts(video_run):
     result, by, _ = video_run
     bear = by["a_bear.mp4"]
@@ -114,6 +105,7 @@ def test_video_verdicts(video_run):
     assert by["photo_9455.jpg"].label == "bear" and by["photo_9455.jpg"].frames_processed is None
 
 
+@pytest.mark.slow
 def test_broken_videos_are_failure_rows(video_run):
     result, by, _ = video_run
     assert by["broken/random.mp4"].failure == "not a video OpenCV can read"
@@ -122,6 +114,7 @@ def test_broken_videos_are_failure_rows(video_run):
     assert result.counts["failures"] == 3 and result.exit_code == 0
 
 
+@pytest.mark.slow
 def test_outputs_one_row_per_video(media, video_run):
     result, by, out = video_run
     rows = _rows(out / "predictions.csv")
@@ -147,6 +140,7 @@ def test_outputs_one_row_per_video(media, video_run):
     assert [d.frame_number for d in back["a_bear.mp4"].detections] == [d.frame_number for d in by["a_bear.mp4"].detections]
 
 
+@pytest.mark.slow
 def test_resume_with_videos(media, video_run, tmp_path):
     _, _, out = video_run
     lines = (out / ".patou" / "checkpoint.jsonl").read_text().splitlines()
@@ -161,6 +155,7 @@ def test_resume_with_videos(media, video_run, tmp_path):
     assert images(tmp_path) == images(out)
 
 
+@pytest.mark.slow
 def test_sampling_options_and_sorting_moves_videos(media, tmp_path):
     src = tmp_path / "card"
     src.mkdir()
@@ -181,6 +176,7 @@ def test_sampling_options_and_sorting_moves_videos(media, tmp_path):
         patou.run([tmp_path / "sorted"], out=tmp_path / "out", resume=True, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_cli_video_options_and_old_records(media, video_run, tmp_path):
     from typer.testing import CliRunner
 
@@ -202,6 +198,7 @@ def test_cli_video_options_and_old_records(media, video_run, tmp_path):
     assert old.frames_processed is None and old.detections[0].frame_number is None
 
 
+@pytest.mark.slow
 def test_review_app_thumbnail_of_a_video_is_its_first_frame(media, tmp_path):
     from PIL import Image
 

@@ -333,6 +333,7 @@ def test_export_sort_uses_reviewed_labels(served, tmp_path):
 
 # ---------------------------------------------------------------- runs started from the page
 
+@pytest.mark.slow
 def test_start_run_from_page_and_rerun_keeps_corrections(real, served, tmp_path):
     c = served["client"]
     photos = make_photos(real, tmp_path / "p")

