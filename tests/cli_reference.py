@@ -60,18 +60,10 @@ def snapshot() -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help=f"write {REFERENCE.relative_to(ROOT)}")
-    args = ap.parse_args()
-    text = json.dumps(snapshot(), indent=1, sort_keys=True) + "\n"
-    if args.write:
-        REFERENCE.write_text(text)
-        print(f"wrote {REFERENCE}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help=f"write {REFERENCE.relative_to(ROOT)} (else print it)")
+    text = json.dumps(snapshot(), indent=1, sort_keys=True) + "\n"
+    if ap.parse_args().write:
+        REFERENCE.write_text(text)
+    sys.stdout.write("" if ap.parse_args().write else text)

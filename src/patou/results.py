@@ -61,56 +61,23 @@ class RunFolder:
     def __init__(self, out: str | Path):
         self.out = Path(out)
 
-    def __fspath__(self) -> str:
-        return os.fspath(self.out)
-
     def __repr__(self) -> str:
         return f"RunFolder({str(self.out)!r})"
-
-    def file(self, name: str) -> Path:
-        return self.out / name
 
     @property
     def hidden(self) -> Path:
         """RESULTS_DIR/.patou: the run's own state (lock, checkpoint, sort plan, thumbnails)."""
         return self.out / ".patou"
 
-    @property
-    def run_info(self) -> Path:
-        return self.out / self.RUN_INFO
-
-    @property
-    def records(self) -> Path:
-        return self.out / self.RECORDS
-
-    @property
-    def predictions_csv(self) -> Path:
-        return self.out / self.PREDICTIONS_CSV
-
-    @property
-    def predictions_xlsx(self) -> Path:
-        return self.out / self.PREDICTIONS_XLSX
-
-    @property
-    def megadetector(self) -> Path:
-        return self.out / self.MEGADETECTOR
-
-    @property
-    def corrections(self) -> Path:
-        return self.out / self.CORRECTIONS
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.hidden / "checkpoint.jsonl"
-
-    @property
-    def sort_plan(self) -> Path:
-        """The plan of a sort under way: a killed run's sort is finished from it."""
-        return self.hidden / "sort-plan.json"
-
-    @property
-    def thumbs(self) -> Path:
-        return self.hidden / "thumbs"
+    run_info = property(lambda self: self.out / self.RUN_INFO)
+    records = property(lambda self: self.out / self.RECORDS)
+    predictions_csv = property(lambda self: self.out / self.PREDICTIONS_CSV)
+    predictions_xlsx = property(lambda self: self.out / self.PREDICTIONS_XLSX)
+    megadetector = property(lambda self: self.out / self.MEGADETECTOR)
+    corrections = property(lambda self: self.out / self.CORRECTIONS)
+    checkpoint = property(lambda self: self.hidden / "checkpoint.jsonl")
+    sort_plan = property(lambda self: self.hidden / "sort-plan.json")  # a killed run's sort is finished from it
+    thumbs = property(lambda self: self.hidden / "thumbs")
 
     # ------------------------------------------------------------------ locks
     def lock(self) -> "OutLock":
