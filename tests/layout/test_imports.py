@@ -21,7 +21,7 @@ FLOORS = [
     {"models"},  # ONNX inference
     {"formats", "boxes", "results", "sort", "corrections"},  # files in and out, box sources
     {"pipeline", "ray_engine", "convert"},  # the analysis; torch -> ONNX conversion
-    {"api", "train", "guard"},  # the jobs
+    {"api", "train", "guard", "report"},  # the jobs
     {"evaluate", "reid"},  # jobs built on jobs
     {"web", "cli"},  # the faces
 ]

@@ -1,6 +1,6 @@
 """The `patou` command: one verb per job, every option also reachable from Python.
 
-One module per verb group (run, train/evaluate/export, camtrap_dp, serve, guard, models, reid), one
+One module per verb group (run, train/evaluate/export, camtrap_dp, report, serve, guard, models, reid), one
 console for all of them (console.py). The options of `run`, `guard` and `train` are the fields of
 their records in patou/options.py (options.py here turns a record into typer options).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import camtrap_dp, guard, models, reid, run, serve, train
+from . import camtrap_dp, guard, models, reid, report, run, serve, train
 
 # typer 0.29 prints "<bool>" after every on/off flag, which takes no value: show no type for flags.
 _type_of = typer.core.TyperOption.display_type_rich
@@ -29,6 +29,7 @@ app.command("train")(train.train_cmd)
 app.command("evaluate")(train.evaluate_cmd)
 app.command("export")(train.export_cmd)
 app.command("export-camtrap-dp")(camtrap_dp.export_camtrap_dp_cmd)
+app.command("report")(report.report_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("guard")(guard.guard_cmd)
 

@@ -27,5 +27,5 @@ def fail(e: Exception | str) -> None:
 
 
 def needs_extras(what: str, e: ModuleNotFoundError) -> None:
-    # torch, scikit-learn, matplotlib... come with the `train` extra, not with a plain `pip install .`
+    # torch, scikit-learn, onnx... come with the `train` extra, not with a plain `pip install .`
     fail(f"{what} needs the training extras ({e.name or e} missing): pip install 'patou[train]'")
