@@ -55,6 +55,7 @@ class RunFolder:
     REID_INFO = "reid.json"
     REID_CONFIRMATIONS = "reid-confirmations.json"
     REID_CONFIRMED = "reid-confirmed.csv"
+    REPORT = "report.html"  # `patou report`'s page when no --out is given
     # the results a person downloads from the review app's run page
     DOWNLOADS = (PREDICTIONS_CSV, PREDICTIONS_XLSX, MEGADETECTOR, RUN_INFO, CORRECTIONS)
 
