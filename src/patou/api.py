@@ -93,9 +93,9 @@ def run(
     folder = RunFolder(out)
     lock = None  # one run per results folder (released at the end, or by the kernel if this process dies)
     try:
-        lock, finished = finish_interrupted_sort(folder, opts, log)
+        lock, finished = finish_interrupted_sort(folder, opts, inputs, log)
         records, problems = scan_inputs(inputs, folder, opts, finished)
-        boxes, missing, notes = choose(opts, records)
+        boxes, notes = choose(opts, records)  # a MegaDetector file is read and checked before any model loads
         # Ray workers bring their own analysers; here, a batch: by default one image per thread
         analyser = Analyser.for_run(opts, boxes)
         if opts.target and opts.target not in analyser.classifier.labels:
@@ -105,7 +105,6 @@ def run(
         folder.clean_stale_temps()
         for p in problems:
             log(f"warning: {p}")
-        records += missing
         for n in notes:
             log(n)
         detection_threshold, threshold_from = choose_detection_threshold(opts, boxes)
@@ -122,7 +121,7 @@ def run(
 
         result = RunResult(records, folder.out, problems)
         if opts.sort:
-            result.counts["sort"] = sort(records, folder, opts, log)
+            result.counts["sort"] = sort(records, folder, opts, inputs, log)
         result.counts.update(counts(records, todo))
         n_new = len(todo)
         result.timings = {
@@ -150,14 +149,15 @@ run.__signature__ = inspect.signature(run).replace(parameters=[
 
 
 # ------------------------------------------------------------------------------ the steps
-def finish_interrupted_sort(folder: RunFolder, opts: RunOptions, log: Log):
+def finish_interrupted_sort(folder: RunFolder, opts: RunOptions, inputs: list[Path], log: Log):
     """A killed run's sort: finished as planned before the inputs are looked at (moves are
-    resumable), then forgotten. Returns (the run lock, if taken, and whether a sort was finished)."""
+    resumable), then forgotten; only files under this run's inputs are taken. Returns (the run
+    lock, if taken, and whether a sort was finished)."""
     pending = folder.sort_plan
     if not pending.is_file():
         return None, None
     lock = folder.lock()
-    mode, plan = load_plan(pending)
+    mode, plan = load_plan(pending, roots=inputs)
     if opts.sort != mode or opts.sort_dir is None or Path(opts.sort_dir).absolute() != plan.sort_dir.absolute():
         raise ValueError(f"{folder.out}: a killed run left its --sort {mode} into {plan.sort_dir} "
                          f"unfinished; rerun with --sort {mode} --sort-dir {plan.sort_dir} to finish it "
@@ -266,10 +266,10 @@ def write(records: list[ImageRecord], folder: RunFolder, analyser: Analyser, det
     folder.write_records(records)
 
 
-def sort(records: list[ImageRecord], folder: RunFolder, opts: RunOptions, log: Log) -> dict:
+def sort(records: list[ImageRecord], folder: RunFolder, opts: RunOptions, inputs: list[Path], log: Log) -> dict:
     """Copy, move or link each file into SORT_DIR/<event label>/, from a plan saved first (a
-    killed sort is finished by the next run)."""
-    plan = plan_sort(records, Path(opts.sort_dir))
+    killed sort is finished by the next run); only what the scan found under the inputs."""
+    plan = plan_sort(records, Path(opts.sort_dir), roots=inputs)
     if not opts.dry_run:
         save_plan(plan, opts.sort, folder.sort_plan)
     report = sort_files(plan, opts.sort, dry_run=opts.dry_run, log=log)

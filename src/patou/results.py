@@ -144,7 +144,9 @@ class RunFolder:
             raise ValueError(f"{out}: not a patou results folder (no run.json)")
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
-        except ValueError as e:
+            if not isinstance(info, dict):
+                raise ValueError(f"{type(info).__name__}, not an object")
+        except (ValueError, RecursionError) as e:
             raise ValueError(f"{info_path}: unreadable ({e})") from None
         version = info.get("results_version")
         if version != RESULTS_VERSION or not rec_path.is_file():
@@ -161,8 +163,8 @@ class RunFolder:
             for n, line in enumerate(f, 1):
                 try:
                     records.append(ImageRecord.from_json(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{rec_path}: line {n} unreadable ({e})") from None
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+                    raise ValueError(f"{rec_path}: line {n} unreadable ({str(e)[:200]})") from None
         return Run(self.out, records, info)
 
 
@@ -179,6 +181,16 @@ class Run:
     @property
     def folder(self) -> RunFolder:
         return RunFolder(self.out)
+
+    @property
+    def input_roots(self) -> list[Path]:
+        """What a sort or a media copy may take files from: the inputs run.json names, when absolute
+        (a relative one depended on the run's working folder), else the records' own roots."""
+        inputs = self.options.get("inputs") if isinstance(self.options, dict) else None
+        given = [Path(p) for p in inputs if isinstance(p, str)] if isinstance(inputs, list) else []
+        if given and all(p.is_absolute() for p in given):
+            return given
+        return sorted({r.root for r in self.records}, key=str)
 
 
 def write_records(records: list[ImageRecord], out: str | Path) -> Path:
@@ -204,9 +216,12 @@ class OutLock:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        (self.out / ".patou").mkdir(parents=True, exist_ok=True)
         path = self.out / ".patou" / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # the first write of a run: a read-only or full --out stops it here, before any analysis
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ValueError(f"--out {self.out}: cannot write the results there ({e.strerror or e})") from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

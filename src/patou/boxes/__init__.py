@@ -21,11 +21,12 @@ from .whole_image import WholeImage
 __all__ = ["BoxSource", "DetectorBoxes", "MdFileBoxes", "WholeImage", "bundled_detector", "choose", "match"]
 
 
-def choose(options: RunOptions, records: list[ImageRecord]) -> tuple[BoxSource | None, list[ImageRecord], list[str]]:
-    """The boxes `options` ask for instead of the bundled detector's (None: the detector's), the
-    failure records of files a MegaDetector file lists that are not on disk, and notes for the log."""
+def choose(options: RunOptions, records: list[ImageRecord]) -> tuple[BoxSource | None, list[str]]:
+    """The boxes `options` ask for instead of the bundled detector's (None: the detector's) and
+    notes for the log. A MegaDetector file is read and checked here, before any model loads: a
+    file that cannot be trusted stops the run at once."""
     if options.no_detector:
-        return WholeImage(), [], []
+        return WholeImage(), []
     if options.detections:
         return match(options.detections, records)
-    return None, [], []
+    return None, []

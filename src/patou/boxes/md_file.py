@@ -1,20 +1,22 @@
 """Boxes from a MegaDetector batch-output file (`--detections`), as the same `Detection` records the
-bundled detector makes (the file is read by formats/megadetector.py).
+bundled detector makes (the file is read and its values checked by formats/megadetector.py).
 
 The file's `file` entries are matched to the scanned inputs by path under the input root (as
 patou writes them), then by a path that ends with it, then by a unique file name; anything
-ambiguous is an error naming both files. `person` and `vehicle` boxes are decided here (label
-human / vehicle, the file's confidence as the score): the classifier never sees them.
+ambiguous is an error naming both files. `person` and `vehicle` boxes are decided without the
+classifier (label human / vehicle, the file's confidence as the score: decide.decide_direct).
+Only the scanned files are ever looked up: an entry is a name, never a path opened.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..decide import DIRECT_LABELS
-from ..formats.megadetector import read_md_file
+from ..formats.megadetector import EXAMPLES, clean_entry, clean_info, md_entries, read_md_file
 from ..record import Detection, ImageRecord
 from ..video import is_video
 from .source import BoxSource
@@ -75,29 +77,27 @@ class MdFileBoxes(BoxSource):
                 "format_version": self.info.get("format_version"), "files_listed_and_found": len(self.by_path)}
 
 
-def _norm(p: str) -> str:
-    p = p.replace("\\", "/")
-    while p.startswith("./"):
-        p = p[2:]
-    return p
+def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, list[str]]:
+    """Match the MD file at `path` to the scanned `records`: (the boxes per matched input, notes
+    and warnings for the log).
 
-
-def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, list[ImageRecord], list[str]]:
-    """Match the MD file at `path` to the scanned `records`.
-
-    Returns (the boxes per matched input, new `failure` records for entries whose file is not on
-    disk, notes for the log); an input the file lists as a failure gets that failure. Raises
-    ValueError for a bad file or an ambiguous match.
+    Only the scanned files are ever looked up: an entry that matches none of them (not among the
+    inputs, an absolute path elsewhere, `..`) is counted in one line, never becomes a record,
+    never is opened. An input the file lists as a failure gets that failure. Raises ValueError
+    for a file that cannot be trusted at all or an ambiguous match.
     """
     data, digest = read_md_file(path)
-    cats = {str(k): str(v).strip().lower() for k, v in data["detection_categories"].items()}
-    entries: dict[str, dict] = {}
-    for e in data["images"]:
-        if isinstance(e, dict) and isinstance(e.get("file"), str):
-            entries.setdefault(_norm(e["file"]), e)
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for f in entries:
-        by_name[f.rsplit("/", 1)[-1]].append(f)
+    cats = {str(k): v.strip().lower() for k, v in data["detection_categories"].items()}
+    entries, problems = md_entries(data, str(path))
+    by_name: dict[str, list[str]] = {}  # file name -> entries, built only if a path does not match as it is
+
+    def same_name(name: str) -> list[str]:
+        if not by_name and entries:
+            index = defaultdict(list)
+            for f in entries:
+                index[f.rsplit("/", 1)[-1]].append(f)
+            by_name.update(index)
+        return by_name.get(name, [])
 
     roots = sorted({r.root for r in records}, key=str)
     base = Path(os.path.commonpath([str(r) for r in roots])) if roots else None
@@ -107,11 +107,14 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, li
         exact = [k for k in dict.fromkeys(keys) if k in entries]
         if exact:
             return exact[:1]
-        tail = [f for f in by_name.get(r.path.name, []) if f.endswith("/" + r.rel)]
-        return tail or by_name.get(r.path.name, [])
+        named = same_name(r.path.name)
+        tail = [f for f in named if f.endswith("/" + r.rel)]
+        return tail or named
 
-    given = MdFileBoxes(source=str(path), digest=digest, categories=cats, info=dict(data.get("info") or {}))
+    given = MdFileBoxes(source=str(path), digest=digest, categories=cats,
+                        info=clean_info(data.get("info", {}), problems))
     used: dict[str, ImageRecord] = {}
+    listed = 0
     for r in records:
         found = candidates(r)
         if len(found) > 1:
@@ -124,40 +127,31 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, li
             raise ValueError(f"--detections {path}: entry {f!r} matches both {used[f].path} and {r.path}; "
                              "give the input folder MegaDetector ran on so paths match exactly")
         used[f] = r
-        e = entries[f]
-        if e.get("failure"):  # MD could not read it: a failure row here too
+        e = clean_entry(*entries[f], cats, problems)
+        if e is None:  # an entry of the wrong shape: the photo is analysed as if it were not listed
+            continue
+        listed += 1
+        if e["failure"]:  # MD could not read it: a failure row here too
             r.failure = f"MegaDetector: {e['failure']}"
         else:
-            given.by_path[str(r.path)] = [d for d in e.get("detections") or [] if _valid_box(d)]
+            given.by_path[str(r.path)] = e["detections"]
 
-    # Entries no input matched: their file is not on disk (under the first input root, as MD saw it)
-    missing = []
-    root = roots[0] if len(roots) == 1 else base
-    for f, e in entries.items():
-        if f in used or root is None:
-            continue
-        p = Path(f) if Path(f).is_absolute() else root / f
-        site = "/".join(Path(f).parent.parts) or "." if not Path(f).is_absolute() else ""
-        missing.append(ImageRecord(path=p, root=root, site=site,
-                                   failure=f"listed in {Path(path).name} but not found on disk"))
-    other = Counter(cats.get(str(d.get("category")), "?") for boxes in given.by_path.values() for d in boxes
-                    if cats.get(str(d.get("category"))) not in ("animal", *DIRECT_LABELS))
-    notes = [f"detections from {path}: {len(used)} of {len(records)} inputs listed"
-             + (f"; {len(records) - len(used)} not listed are analysed with the bundled detector"
-                if len(used) < len(records) else "")
-             + (f"; {len(missing)} listed files not found on disk (failure rows)" if missing else "")]
-    if other:
-        notes.append("boxes of categories patou does not classify kept as they are: "
-                     + ", ".join(f"{k} ({n})" for k, n in sorted(other.items())))
+    unmatched = len(entries) - len(used)
     if not used and records:
         raise ValueError(f"--detections {path}: none of its {len(entries)} entries matches an input file; "
                          "give the folder MegaDetector ran on")
-    return given, missing, notes
-
-
-def _valid_box(d) -> bool:
-    try:
-        return len(d["bbox"]) == 4 and isinstance(float(d["conf"]), float)
-    except (KeyError, TypeError, ValueError):
-        return False
-
+    other = Counter(cats.get(d["category"], "?") for boxes in given.by_path.values() for d in boxes
+                    if cats.get(d["category"]) not in ("animal", *DIRECT_LABELS))
+    notes = [f"detections from {path}: {listed} of {len(records)} inputs listed"
+             + (f"; {len(records) - listed} not listed are analysed with the bundled detector"
+                if listed < len(records) else "")]
+    if unmatched:
+        examples = list(itertools.islice((e["file"][:80] for f, (_, e) in entries.items() if f not in used), EXAMPLES))
+        notes.append(f"warning: --detections {path}: entries that match no input file, ignored (not analysed, "
+                     f"not sorted, not opened) ({unmatched}): " + ", ".join(map(repr, examples))
+                     + (" ..." if unmatched > len(examples) else ""))
+    notes += problems.lines()
+    if other:
+        notes.append("boxes of categories patou does not classify kept as they are: "
+                     + ", ".join(f"{k} ({n})" for k, n in sorted(other.items())))
+    return given, notes

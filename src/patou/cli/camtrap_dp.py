@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .console import err, fail, say
+from .console import fail, say
 
 
 def export_camtrap_dp_cmd(
@@ -34,16 +34,16 @@ def export_camtrap_dp_cmd(
             contributors=contributor, title=title, data_license=data_license, media_license=media_license,
             media_url=media_url, media=media, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
             log=say)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
     c = result.counts
-    err.print(f"{c['deployments']} deployments, {c['media']} media, {c['event_observations']} event and "
-              f"{c['media_observations']} media observations ({c['human_verified_events']} events human-verified) "
-              f"in {result.out}", highlight=False)
+    say(f"{c['deployments']} deployments, {c['media']} media, {c['event_observations']} event and "
+        f"{c['media_observations']} media observations ({c['human_verified_events']} events human-verified) "
+        f"in {result.out}")
     if result.problems:
-        err.print("[red]not a valid Camtrap DP 1.0 package:[/]")
+        say("not a valid Camtrap DP 1.0 package:", "red")
         for line in result.problems:
-            err.print(f"  {line}", markup=False, highlight=False)
+            say(f"  {line}")
         raise typer.Exit(1)
     if result.valid:
-        err.print("valid Camtrap DP 1.0 package (frictionless, offline)")
+        say("valid Camtrap DP 1.0 package (frictionless, offline)")

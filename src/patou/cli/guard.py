@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 from ..options import GuardOptions
-from .console import err, fail
+from .console import error, fail, say
 from .options import options_after
 
 
@@ -19,10 +19,9 @@ def guard_cmd(
     **options,
 ) -> None:
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
-    say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     opts = GuardOptions.from_cli(options)
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
-        err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
+        error("give exactly one of --watch DIR, --replay DIR or --status")
         raise typer.Exit(2)
     try:
         if status:
@@ -37,6 +36,6 @@ def guard_cmd(
             from ..guard import Guard, guard
 
             guard(watch, log=say, **opts.kwargs_for(Guard))
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
 

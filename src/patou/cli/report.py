@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .console import err, fail, say
+from .console import fail, say
 
 
 def report_cmd(
@@ -33,6 +33,6 @@ def report_cmd(
     except (ValueError, OSError) as e:
         fail(e)
     rep = written.report
-    err.print(f"{len(rep.season.photos)} photos, {rep.season.events} events, {rep.n_sites} sites, "
-              f"{rep.health.camera_days} camera-days; {sum(1 for s in rep.health.sites if s.findings)} site(s) "
-              f"flagged; report: {written.html} (CSV in {written.csv_dir})", markup=False, highlight=False)
+    say(f"{len(rep.season.photos)} photos, {rep.season.events} events, {rep.n_sites} sites, "
+        f"{rep.health.camera_days} camera-days; {sum(1 for s in rep.health.sites if s.findings)} site(s) "
+        f"flagged; report: {written.html} (CSV in {written.csv_dir})")

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..options import RunOptions
-from .console import err, fail, log_to
+from .console import err, error, fail, log_to, say
 from .options import options_after
 
 
@@ -29,7 +29,7 @@ def run_cmd(
 
     opts = RunOptions.from_cli(options)
     if not opts.demo and not inputs:
-        err.print("[red]error:[/] give at least one folder of images, or --demo")
+        error("give at least one folder of images, or --demo")
         raise typer.Exit(2)
     log = log_to(quiet)
     bar = Progress(TextColumn("[bold]patou"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -46,9 +46,9 @@ def run_cmd(
     try:
         result = run(inputs, out, log=log, progress=progress, options=opts)
     except NothingToDo as e:
-        err.print(f"[red]error:[/] {escape(str(e))}" if e.exit_code else escape(str(e)), highlight=False)
+        error(e) if e.exit_code else say(e)
         raise typer.Exit(e.exit_code)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
     finally:
         if bar.live.is_started:
@@ -58,7 +58,7 @@ def run_cmd(
 
         try:
             identify_run(out, reid_gallery, model=reid_model, threads=opts.threads, log=log)
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             fail(e)
     if not quiet:
         _summary(result)
@@ -67,12 +67,12 @@ def run_cmd(
 
 def _summary(result) -> None:
     c, t = result.counts, result.timings
-    err.print(f"[bold]{c['images']} images, {c['events']} events, {c['failures']} failures[/]")
+    say(f"{c['images']} images, {c['events']} events, {c['failures']} failures", "bold")
     table = Table(show_edge=False)
     table.add_column("label")
     table.add_column("images", justify="right")
     table.add_column("events", justify="right")
     for label in sorted(set(c["labels"]) | set(c["event_labels"])):
-        table.add_row(label, str(c["labels"].get(label, 0)), str(c["event_labels"].get(label, 0)))
+        table.add_row(Text(label), str(c["labels"].get(label, 0)), str(c["event_labels"].get(label, 0)))
     err.print(table)
-    err.print(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")
+    say(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from .console import err
+from .console import say, warning
 
 
 def serve_cmd(
@@ -23,12 +23,12 @@ def serve_cmd(
 
     hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
     if hosts:
-        err.print(f"[yellow]warning:[/] listening on {host}: other computers that reach it can read your photos")
+        warning(f"listening on {host}: other computers that reach it can read your photos")
     allowed = [*allow_dir, *(results or []), runs_dir] if allow_dir else None  # None: + the current folder
     web = create_app(results or [], runs_dir, allowed_hosts=hosts, allow_dirs=allowed)
     # the token is the key to the photos: only who reads this line (or the terminal) gets in
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/?token={web.state.token}"
-    err.print(f"patou review app: {url}  (Ctrl+C to stop)", markup=False, highlight=False)
+    say(f"patou review app: {url}  (Ctrl+C to stop)")
     if open_browser:
         import threading
         import webbrowser

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..options import DETECTION_THRESHOLD, THRESHOLD, TrainOptions
-from .console import err, fail, log_to, needs_extras
+from .console import fail, log_to, needs_extras, say
 from .options import options_after
 
 
@@ -26,7 +26,7 @@ def train_cmd(
         result = train(data, out, log=log_to(quiet), **opts.kwargs_for(train))
     except ModuleNotFoundError as e:
         needs_extras("training", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
     raise typer.Exit(0 if result.get("card") else 1)
 
@@ -55,16 +55,16 @@ def evaluate_cmd(
                              fast=fast, groups=groups, log=log_to(quiet))
     except ModuleNotFoundError as e:
         needs_extras("evaluation", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
     if not quiet:
         for name in ("image", "event"):
             m = rep.get(name)
             if m:
-                err.print(f"{name}s: n={m['n']} accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
-                          f"macro F1 {m['macro_f1']:.3f} log-loss {m['log_loss']:.3f}"
-                          + (f"; {m['target']['label']} recall {m['target']['recall']}" if m.get("target") else ""))
-        err.print(f"report: {rep['report']}")
+                say(f"{name}s: n={m['n']} accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
+                    f"macro F1 {m['macro_f1']:.3f} log-loss {m['log_loss']:.3f}"
+                    + (f"; {m['target']['label']} recall {m['target']['recall']}" if m.get("target") else ""))
+        say(f"report: {rep['report']}")
 
 
 def export_cmd(
@@ -87,5 +87,5 @@ def export_cmd(
         export_int8(model, calibration, out, target=target, threshold=threshold, log=log_to(quiet))
     except ModuleNotFoundError as e:
         needs_extras("int8 export", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)

@@ -2,8 +2,13 @@
 read (`--detections`), written (RESULTS_DIR/megadetector.json) and validated here.
 
 This is the file Timelapse, AddaxAI and the MegaDetector post-processing tools read, so it follows
-the published format to the letter; `validate_megadetector_json` checks those rules. Reading takes
-any 1.x file; boxes/md_file.py matches its entries to the scanned inputs.
+the published format to the letter; `validate_megadetector_json` checks those rules.
+
+A file read in may come from anyone: `read_md_file` checks its frame, `md_entries` its names (a
+name is only ever looked up among the scanned files, never a path opened, never a record of its
+own), `clean_entry` and `clean_info` every value before it is used. What cannot be used is dropped
+and counted (`Problems`: one warning line per kind with the first examples); a file that cannot be
+trusted at all is refused in one line. boxes/md_file.py matches the entries to the scanned inputs.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
@@ -26,24 +32,175 @@ MIN_CLASSIFICATION_CONF = 0.01  # below this a class is noise; the top class is 
 BBOX_EPS = 1e-3  # rounding to 4 decimals may push x+w a hair above 1
 
 
+MAX_MD_BYTES = 2 << 30  # a 2-million-photo MD file is well under 1 GB; more is not a batch file
+EXAMPLES = 3  # examples quoted in a summary line
+
+
+class Problems:
+    """Problems of one file, counted by kind with the first few examples: one line per kind."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.kinds: dict[str, list] = {}
+
+    def add(self, kind: str, example: str) -> None:
+        n_ex = self.kinds.setdefault(kind, [0, []])
+        n_ex[0] += 1
+        if len(n_ex[1]) < EXAMPLES:
+            n_ex[1].append(example)
+
+    def lines(self) -> list[str]:
+        return [f"warning: --detections {self.source}: {kind} ({n}): {'; '.join(ex)}" + (" ..." if n > len(ex) else "")
+                for kind, (n, ex) in self.kinds.items()]
+
+
 def read_md_file(path: str | Path) -> tuple[dict, str]:
-    """The parsed file and its sha256 (first 16 hex), or a one-line ValueError."""
+    """The parsed file and its sha256 (first 16 hex), or a one-line ValueError; only the file's
+    frame is checked here (see `md_entries` for its entries)."""
     path = Path(path)
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO, /dev/zero: never read
+            raise ValueError(f"--detections {path}: {'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'}, "
+                             "not a MegaDetector JSON file")
+        if st.st_size > MAX_MD_BYTES:
+            raise ValueError(f"--detections {path}: {st.st_size / 2**30:.1f} GB, more than a MegaDetector batch file "
+                             f"holds (limit {MAX_MD_BYTES / 2**30:.0f} GB)")
         raw = path.read_bytes()
     except OSError as e:
         raise ValueError(f"--detections {path}: cannot read ({e.strerror or e})") from None
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"--detections {path}: nested too deep to be a MegaDetector batch file") from None
     except ValueError as e:
-        raise ValueError(f"--detections {path}: not JSON ({e})") from None
+        raise ValueError(f"--detections {path}: not JSON ({str(e)[:200]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("detection_categories"), dict):
         raise ValueError(f"--detections {path}: not a MegaDetector batch file (needs 'images' and 'detection_categories')")
-    version = str((data.get("info") or {}).get("format_version", "1.0"))
-    if not version.startswith("1."):
-        raise ValueError(f"--detections {path}: format_version {version} is not supported (1.0-1.6)")
+    info = data.get("info", {})
+    if not isinstance(info, dict):
+        raise ValueError(f"--detections {path}: 'info' is {_kind(info)}, not an object: not a MegaDetector batch file")
+    for k, v in data["detection_categories"].items():
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"--detections {path}: detection_categories {k!r} is named {_kind(v)}, not a text")
+    version = info.get("format_version", "1.0")
+    if not isinstance(version, (str, int, float)) or not str(version).startswith("1."):
+        raise ValueError(f"--detections {path}: format_version {str(version)[:40]} is not supported (1.0-1.6)")
     return data, hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _show(v, n: int = 20) -> str:
+    return (repr(v) if isinstance(v, str) else str(v))[:n]
+
+
+def _unit(v) -> bool:
+    """A finite number in [0, 1] (true/false are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+
+
+def _box_problem(d, cats: dict) -> str | None:
+    """Why a detection cannot be used (None: it can)."""
+    if not isinstance(d, dict):
+        return f"{_kind(d)}, not an object"
+    if str(d.get("category")) not in cats:
+        return f"category {_show(d.get('category'))} not in detection_categories"
+    if not _unit(d.get("conf")):
+        return f"conf {_show(d.get('conf'))} is not a number in [0, 1]"
+    b = d.get("bbox")
+    if not (isinstance(b, list) and len(b) == 4 and all(_unit(v) for v in b)):
+        return f"bbox {_show(b, 60)} is not 4 numbers in [0, 1]"
+    if b[2] <= 0 or b[3] <= 0:
+        return f"bbox {b} has no size"
+    if b[0] + b[2] > 1 + BBOX_EPS or b[1] + b[3] > 1 + BBOX_EPS:
+        return f"bbox {b} leaves the image"
+    return None
+
+
+def md_entries(data: dict, source: str) -> tuple[dict[str, tuple[int, dict]], Problems]:
+    """The file's entries by normalised `file` ((index, raw entry), the first of each file), and
+    Problems counting the entries left out: no `file`, a path with `..`, a file listed again.
+
+    Only names are looked at here, so a file of any size costs one pass: the rest of an entry is
+    checked (`clean_entry`) only once it matched a scanned input. Nothing here touches the disk."""
+    problems = Problems(source)
+    entries: dict[str, tuple[int, dict]] = {}
+    for i, e in enumerate(data["images"]):
+        name = e.get("file") if isinstance(e, dict) else None
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            problems.add("entries without a 'file' path, ignored", f"images[{i}]")
+            continue
+        f = _norm(name)
+        if ".." in f and ".." in f.split("/"):
+            problems.add("entries whose path climbs out of the folder (..), never matched", f"images[{i}] {name[:80]!r}")
+        elif f in entries:
+            problems.add("entries listing a file already listed, ignored (the first kept)",
+                         f"images[{i}] {name[:80]!r} (first at images[{entries[f][0]}])")
+        else:
+            entries[f] = (i, e)
+    return entries, problems
+
+
+def clean_entry(i: int, e: dict, cats, problems: Problems) -> dict | None:
+    """{file, failure, detections} of entry `images[i]` with only its valid boxes (each one left
+    out counted in `problems`), or None when the entry itself is of the wrong shape."""
+    where = f"images[{i}] {e['file'][:80]!r}"
+    failure = e.get("failure")
+    if isinstance(failure, str):
+        failure = " ".join(failure.split())[:200] or None  # one line in every log; "" is no failure
+    elif failure is not None:
+        problems.add("entries whose 'failure' is not a text, ignored (analysed as if not listed)", where)
+        return None
+    dets = e.get("detections")
+    if failure is None and not isinstance(dets, list):
+        problems.add("entries whose 'detections' is not a list, ignored (analysed as if not listed)",
+                     f"{where}: {_kind(dets)}")
+        return None
+    kept = []
+    for j, d in enumerate(dets if failure is None else []):
+        why = _box_problem(d, cats)
+        if why:
+            problems.add("boxes dropped", f"{where} detection {j}: {why}")
+        else:
+            kept.append({"category": str(d["category"]), "conf": float(d["conf"]), "bbox": [float(v) for v in d["bbox"]]})
+    return {"file": e["file"], "failure": failure, "detections": kept}
+
+
+def clean_info(info: dict, problems: Problems) -> dict:
+    """What patou uses of `info`, each value checked: the detector's name, its thresholds in [0, 1]."""
+    out = {k: info[k] for k in ("format_version", "detector") if isinstance(info.get(k), (str, int, float))
+           and not isinstance(info.get(k), bool)}
+    meta = info.get("detector_metadata")
+    if meta is None:
+        return out
+    if not isinstance(meta, dict):
+        problems.add("info.detector_metadata ignored", f"{_kind(meta)}, not an object")
+        return out
+    clean = {}
+    for k in ("typical_detection_threshold", "conservative_detection_threshold"):
+        if k in meta:
+            if _unit(meta[k]):
+                clean[k] = float(meta[k])
+            else:
+                problems.add(f"info.detector_metadata.{k} ignored", f"{_show(meta[k])} is not a number in [0, 1]")
+    if isinstance(meta.get("megadetector_version"), str):
+        clean["megadetector_version"] = meta["megadetector_version"][:200]
+    out["detector_metadata"] = clean
+    return out
+
+
+def _norm(p: str) -> str:
+    """Forward slashes, no empty or '.' parts (MD's own paths are already so: returned as they are)."""
+    if "\\" not in p and "//" not in p and "/./" not in p and not p.startswith("./") and not p.endswith(("/", "/.")):
+        return p
+    p = p.replace("\\", "/")
+    parts = [x for x in p.split("/") if x not in ("", ".")]
+    return ("/" if p.startswith("/") else "") + "/".join(parts)
 
 
 def _now() -> str:

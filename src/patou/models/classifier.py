@@ -51,6 +51,11 @@ class Classifier(CropModel):
             self.rollup = Rollup.for_card(self.card)
 
         self._open(threads)
+        shape = self.session.get_inputs()[0].shape
+        want = (3, *self.card.input_size)
+        if len(shape) != 4 or any(isinstance(d, int) and d != w for d, w in zip(shape[1:], want)):
+            raise ValueError(f"{self.card.onnx_path}: the network takes input {shape}, its card says "
+                             f"(batch, {', '.join(map(str, want))})")
         n_out = self.session.get_outputs()[0].shape[-1]
         expected = self.rollup.n_classes if self.rollup else len(self.card.labels)
         if isinstance(n_out, int) and n_out != expected:

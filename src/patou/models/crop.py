@@ -101,8 +101,9 @@ class CropModel:
         self._std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
     def _open(self, threads: int | None, model: Path | bytes | None = None, output: str | None = None) -> None:
-        """The session (on `model`, default the card's ONNX), its input and the output it reads."""
-        self.session = cpu_session(self.card.onnx_path if model is None else model, threads)
+        """The session (on `model`, default the card's ONNX; messages name the card's file), its
+        input and the output it reads."""
+        self.session = cpu_session(self.card.onnx_path if model is None else model, threads, name=self.card.onnx_path)
         self._input = self.session.get_inputs()[0].name
         self._output = output or self.session.get_outputs()[0].name
 
