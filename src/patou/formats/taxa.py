@@ -36,7 +36,7 @@ ALIASES = {
 
 
 def bundled_table() -> Path:
-    from patou.outputs.camtrap_dp import TAXONOMY  # the table Camtrap DP exports use
+    from patou.formats.camtrap_dp import TAXONOMY  # the table Camtrap DP exports use
 
     return TAXONOMY
 
@@ -51,7 +51,7 @@ def table_of_card(card) -> Path:
 
 def load_table(path: str | Path | None = None) -> dict[str, dict]:
     """label -> row of a taxon table (the Camtrap DP columns), checked as the export checks it."""
-    from patou.outputs.camtrap_dp import load_taxonomy
+    from patou.formats.camtrap_dp import load_taxonomy
 
     return load_taxonomy(path or bundled_table())
 
