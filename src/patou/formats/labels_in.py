@@ -338,7 +338,7 @@ def match_labels(lf: LabelFile, records: list, index, option: str = "--labels") 
     names the table does not know, or that fit several labels, are each listed in one line.
     """
     from patou.formats.paths import climbs, match_entries, norm
-    from patou.train.labels import normalise_label
+    from patou.record import normalise_label
 
     problems: list[str] = []
     rows: dict[str, LabelRow] = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from patou.train.labels import normalise_label
+from patou.record import normalise_label
 
 # SpeciesNet's own strings for what is not a taxon (speciesnet.constants.Classification)
 SPECIESNET_SPECIAL = {
@@ -36,9 +36,9 @@ ALIASES = {
 
 
 def bundled_table() -> Path:
-    from patou.formats.camtrap_dp import TAXONOMY  # the table Camtrap DP exports use
+    from patou.formats.camtrap_dp import TAXA  # the table Camtrap DP exports use
 
-    return TAXONOMY
+    return TAXA
 
 
 def table_of_card(card) -> Path:
@@ -51,9 +51,9 @@ def table_of_card(card) -> Path:
 
 def load_table(path: str | Path | None = None) -> dict[str, dict]:
     """label -> row of a taxon table (the Camtrap DP columns), checked as the export checks it."""
-    from patou.formats.camtrap_dp import load_taxonomy
+    from patou.formats.camtrap_dp import load_taxa
 
-    return load_taxonomy(path or bundled_table())
+    return load_taxa(path or bundled_table())
 
 
 def speciesnet_description(label: str, row: dict | None) -> str:

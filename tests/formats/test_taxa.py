@@ -7,7 +7,7 @@ import pytest
 from patou.formats.taxa import (
     SPECIESNET_SPECIAL, NameIndex, descriptions, load_table, parse_speciesnet, speciesnet_description,
 )
-from patou.models.registry import DEEPFAUNE_TAXONOMY, read_taxonomy
+from patou.models.registry import DEEPFAUNE_CLASSES, read_class_table
 
 
 def _expected_name(row: dict) -> str | None:
@@ -41,7 +41,7 @@ def test_every_bundled_label_has_seven_fields_that_mean_its_taxon():
 
 
 def test_an_installed_models_fine_labels_keep_their_species():
-    tax = read_taxonomy(DEEPFAUNE_TAXONOMY)
+    tax = read_class_table(DEEPFAUNE_CLASSES)
     rows = {t.label: {"label": t.label, **t.row} for t in tax.values()}
     desc = descriptions(list(rows), rows)
     assert parse_speciesnet(desc["roe_deer"]) == ("Capreolus capreolus", "roe deer")

@@ -53,6 +53,7 @@ def people_boxes(real):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", PEOPLE)
 def test_people_are_blurred_and_the_rest_is_the_original(real, people_boxes, tmp_path, rel):
     src, dst = real / rel, tmp_path / Path(rel).name

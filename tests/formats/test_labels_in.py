@@ -235,6 +235,8 @@ def test_label_files_name_the_same_labels_as_the_folder_tree(labelled):
         assert read_label_file(f).format == fmt
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_evaluate_gives_the_same_figures_from_every_label_file(labelled_small, tmp_path):
     """`patou evaluate` end to end; every real row's label is compared above, at no run's cost."""
     pytest.importorskip("sklearn")
