@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from patou.record import ImageRecord
+from patou.video import is_video
 
 CELLS = 6  # colour cells along a box's long side: nothing recognisable survives
 MARGIN = 0.1  # of the box's width/height, added on every side
@@ -43,11 +44,23 @@ def human_boxes(r: ImageRecord, detection_threshold: float, verified_label: str 
     """The boxes to blur: every box >= the detection threshold that is a person (its category, from
     an MD or SpeciesNet file or an installed detector) or that the classifier calls `human` (its
     top class, at any score: a person is hidden even when the label stays undefined); every box
-    when a reviewer said the photo shows a person."""
+    when a reviewer said the photo shows a person, and the whole photo when it has none."""
     kept = [d for d in r.detections if d.conf >= detection_threshold]
     if verified_label == HUMAN:
-        return [d.bbox for d in kept]
+        return [d.bbox for d in kept] or [(0.0, 0.0, 1.0, 1.0)]
     return [d.bbox for d in kept if d.category in PERSON_CATEGORIES or (d.top() or ("",))[0] == HUMAN]
+
+
+def people_boxes(records, corrections: dict, detection_threshold: float) -> dict[str, list]:
+    """{photo path: the boxes to blur} for every photo that shows a person (`human_boxes`), a
+    reviewer's label (corrections.json) counting as the photo's truth."""
+    out = {}
+    for r in records:
+        verified = (corrections.get((str(r.root), r.rel)) or {}).get("label")
+        boxes = human_boxes(r, detection_threshold, verified) if r.failure is None else []
+        if boxes:
+            out[str(r.path)] = boxes
+    return out
 
 
 def blurred_region(region: Image.Image) -> Image.Image:
@@ -81,6 +94,8 @@ def write_blurred(src: str | Path, dst: str | Path, boxes, max_pixels: int | Non
     """Write `src` with `boxes` (normalised, upright image) blurred to `dst` (a new file); returns
     how: "jpeg-dct" or "lossless". Raises BlurError when it cannot be done without loss or leak."""
     src, dst = Path(src), Path(dst)
+    if is_video(src):
+        raise BlurError("a video: its frames are not blurred")
     try:
         with Image.open(src) as im:
             fmt = im.format
@@ -113,7 +128,8 @@ def write_blurred(src: str | Path, dst: str | Path, boxes, max_pixels: int | Non
         opts["exif"] = exif_bytes
     if icc:
         opts["icc_profile"] = icc
-    blurred.save(dst, fmt, **opts)
+    with open(dst, "xb") as f:  # a new file: never one that is already there
+        blurred.save(f, fmt, **opts)
     return "lossless"
 
 

@@ -13,8 +13,7 @@ event's `event_count` the most such boxes in any one of its photos (MaxN).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from .options import Thresholds
 from .record import EMPTY, UNDEFINED, Detection, ImageRecord
 
 # MegaDetector category names -> patou label decided without the classifier
@@ -29,71 +28,6 @@ def decide_direct(d: Detection, labels: list[str]) -> bool:
     d.scores = {k: 0.0 for k in labels}
     d.scores[label] = round(float(d.conf), 6)
     return True
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Class score thresholds: one default, and any classes that have their own."""
-
-    default: float = 0.5
-    per_class: dict[str, float] = field(default_factory=dict)
-
-    def of(self, label: str | None) -> float:
-        return self.per_class.get(label, self.default) if label else self.default
-
-    @classmethod
-    def of_value(cls, value) -> "Thresholds":
-        """A Thresholds from a number, a Thresholds, or the text `--threshold` takes."""
-        if isinstance(value, Thresholds):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return cls(float(value))
-        return cls.parse(str(value))
-
-    @classmethod
-    def parse(cls, text: str, default: float = 0.5, option: str = "--threshold") -> "Thresholds":
-        """`0.5`, or `bear=0.3,wolf=0.6,0.5` (classes, then the default; without one, `default`)."""
-        per_class: dict[str, float] = {}
-        given = None
-        for part in filter(None, (p.strip() for p in str(text).split(","))):
-            name, eq, value = part.rpartition("=")
-            try:
-                v = float(value)
-            except ValueError:
-                raise ValueError(f"{option} {text!r}: {part!r} is not a number or class=number") from None
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{option} {text!r}: {part!r}: thresholds are between 0 and 1")
-            if not eq:
-                if given is not None:
-                    raise ValueError(f"{option} {text!r}: two defaults ({given:g} and {v:g}); give one bare number")
-                given = v
-            elif not name.strip():
-                raise ValueError(f"{option} {text!r}: {part!r} names no class")
-            elif name.strip() in per_class:
-                raise ValueError(f"{option} {text!r}: class {name.strip()!r} is given twice")
-            else:
-                per_class[name.strip()] = v
-        if given is None and not per_class:
-            raise ValueError(f"{option} {text!r}: no threshold given")
-        return cls(default if given is None else given, per_class)
-
-    def check(self, labels: list[str], option: str = "--threshold") -> None:
-        unknown = sorted(set(self.per_class) - set(labels))
-        if unknown:
-            raise ValueError(f"{option}: {', '.join(unknown)} not a label of the model ({', '.join(labels)})")
-
-    def text(self) -> str:
-        """As `--threshold` takes it (and run.json's `threshold_text` keeps it)."""
-        return ",".join([*(f"{k}={v:g}" for k, v in self.per_class.items()), f"{self.default:g}"])
-
-    def options(self) -> dict:
-        """run.json's record: `threshold` stays the default number older readers expect."""
-        return {"threshold": self.default, "class_thresholds": dict(self.per_class) or None}
-
-    @classmethod
-    def from_options(cls, options: dict) -> "Thresholds":
-        """Back from run.json's options (`threshold`, `class_thresholds`)."""
-        return cls(float(options.get("threshold", 0.5)), dict(options.get("class_thresholds") or {}))
 
 
 def _thresholds(t) -> Thresholds:

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from patou.options import DETECTION_THRESHOLD, EVENT_GAP, THRESHOLD
+from patou.options import DETECTION_THRESHOLD, EVENT_GAP, THRESHOLD, Thresholds
 
 REPORT_FILES = ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png")
 
@@ -374,7 +374,7 @@ def evaluate_model(
     merge: str | Path | None = None,
     level: str = "both",
     target: str | None = None,
-    threshold: float = THRESHOLD,
+    threshold: float | str = THRESHOLD,
     want_recall: float = 0.95,
     detection_threshold: float = DETECTION_THRESHOLD,
     event_gap: float = EVENT_GAP,
@@ -416,12 +416,13 @@ def evaluate_model(
         raise ValueError(f"labels the model does not know: {', '.join(unknown)} (merge them with --merge, "
                          f"e.g. \"{unknown[0]}={model_labels[0]}\"; the model knows {', '.join(model_labels)})")
     target = target or ("bear" if "bear" in model_labels else None)
+    thresholds = Thresholds.of_value(threshold)  # per class: the run decides with it, the target is scored at its own
     if target is not None and target not in labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(model_labels)})")
     truth = {i.path.absolute(): i.label for i in images}
     # DATA is analysed whole, as `patou run DATA` would (an event needs all its photos), labelled or not
     result = patou_run([Path(data)], out / "run", model=model, detection_threshold=detection_threshold,
-                       threshold=threshold, event_gap=event_gap, fast=fast, threads=threads, log=log)
+                       threshold=thresholds.value(), event_gap=event_gap, fast=fast, threads=threads, log=log)
 
     def proba(r) -> np.ndarray:
         v = np.zeros(len(labels))
@@ -447,7 +448,7 @@ def evaluate_model(
     skipped = len(images) - len(rows)
     if skipped:
         log(f"warning: {skipped} labelled images could not be read or were not found, left out")
-    report = evaluate_predictions(rows, out, labels, target, threshold, want_recall, event_rows=event_rows,
+    report = evaluate_predictions(rows, out, labels, target, thresholds.of(target), want_recall, event_rows=event_rows,
                                   level=level)
     report["labels"] = labels
     return report

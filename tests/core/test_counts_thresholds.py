@@ -25,9 +25,16 @@ def test_threshold_text_per_class_with_a_default():
     assert Thresholds.parse("bear=0.3").default == 0.5  # no default given: patou's 0.5
     assert Thresholds.parse("0.7") == Thresholds(0.7)
     assert Thresholds.parse(t.text()) == t and t.text() == "bear=0.3,wolf=0.6,0.5"
-    assert Thresholds.from_options(t.options()) == t
-    assert t.options() == {"threshold": 0.5, "class_thresholds": {"bear": 0.3, "wolf": 0.6}}
-    assert Thresholds.from_options(Thresholds(0.4).options()) == Thresholds(0.4)
+    # run.json keeps the number, or the text when classes have their own; both read back
+    assert t.value() == "bear=0.3,wolf=0.6,0.5" and Thresholds(0.4).value() == 0.4
+    assert Thresholds.from_options({"threshold": t.value()}) == t
+    assert Thresholds.from_options({"threshold": 0.4}) == Thresholds(0.4) and Thresholds.from_options({}) == Thresholds()
+    from patou.options import RunOptions
+
+    assert RunOptions(threshold="0.6").threshold == 0.6  # the CLI's text of a plain number is that number
+    assert RunOptions(threshold="bear=0.3,0.5").to_json()["threshold"] == "bear=0.3,0.5"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        RunOptions(threshold=1.5).check()
     for bad, why in (("bear=1.3", "between 0 and 1"), ("bear=x", "not a number"), ("0.3,0.4", "two defaults"),
                      ("=0.3", "names no class"), ("bear=0.3,bear=0.4", "twice"), ("", "no threshold")):
         with pytest.raises(ValueError, match=why):

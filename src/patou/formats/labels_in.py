@@ -325,6 +325,11 @@ def _media_path(m: dict) -> str:
 # ---------------------------------------------------------------------------- rows -> photos and labels
 
 
+def _short(path: str, n: int = 80) -> str:
+    """A path for a message: its end, where the file's name is, when it is long."""
+    return repr(path if len(path) <= n else "..." + path[-(n - 3):])
+
+
 def _examples(items: list[str], n: int = 3) -> str:
     return "; ".join(items[:n]) + (" ..." if len(items) > n else "")
 
@@ -348,12 +353,12 @@ def match_labels(lf: LabelFile, records: list, index, option: str = "--labels") 
             problems.append(f"{row.where}: no path")
             continue
         if climbs(row.path):
-            climbing.append(f"{row.where} {row.path[:80]!r}")
+            climbing.append(f"{row.where} {_short(row.path)}")
             continue
         key = norm(row.path)
         if key in rows:
             if rows[key].names != row.names:
-                twice.append(f"{row.where} {row.path[:60]!r} (first {rows[key].where})")
+                twice.append(f"{row.where} {_short(row.path, 60)} (first {rows[key].where})")
             continue
         rows[key] = row
     if climbing:
@@ -363,7 +368,7 @@ def match_labels(lf: LabelFile, records: list, index, option: str = "--labels") 
         problems.append(f"{option} {lf.path}: photos labelled twice, differently; the first label kept "
                         f"({len(twice)}): {_examples(twice)}")
     matched = match_entries(rows, records, base=lf.base, what="row")
-    unmatched = [f"{r.where} {r.path[:80]!r}" for k, r in rows.items() if k not in matched]
+    unmatched = [f"{r.where} {_short(r.path)}" for k, r in rows.items() if k not in matched]
     if unmatched:
         problems.append(f"{option} {lf.path}: rows naming no photo found under the data folder, left out "
                         f"({len(unmatched)}): {_examples(unmatched)}")

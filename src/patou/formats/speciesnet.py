@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patou.formats.jsonfile import Problems, kind, read_json, unit
+from patou.formats.megadetector import box_problem
 from patou.formats.paths import climbs, norm
 from patou.formats.taxa import parse_speciesnet
 
 CATEGORIES = {"1": "animal", "2": "human", "3": "vehicle"}  # SpeciesNet's (MegaDetector's) detector classes
 WHOLE_IMAGE = "0"  # the pseudo-box of a whole-image classifier: not a detection
-BBOX_EPS = 1e-3  # boxes are rounded to 4 decimals: x + w may pass 1 by a hair
 
 
 @dataclass
@@ -48,11 +48,18 @@ def read_speciesnet(path: str | Path, option: str = "--detections") -> tuple[dic
     data, digest = read_json(path, option)
     if not is_speciesnet(data):
         raise ValueError(f"{option} {path}: not a SpeciesNet predictions file (needs a 'predictions' list)")
-    info = dict(data["info"]) if isinstance(data.get("info"), dict) else {}
+    preds, info, problems = from_data(data, f"warning: {option} {path}")
+    return preds, info, digest, problems
+
+
+def from_data(data: dict, source: str) -> tuple[dict[str, Prediction], dict, Problems]:
+    """(predictions, info with the model versions, problems) of a parsed predictions file."""
+    info = {k: str(v)[:40] for k, v in data["info"].items() if isinstance(v, (str, int, float))} \
+        if isinstance(data.get("info"), dict) else {}
     info["model_versions"] = sorted({str(p["model_version"])[:40] for p in data["predictions"]
                                      if isinstance(p, dict) and isinstance(p.get("model_version"), (str, int, float))})
-    preds, problems = predictions(data, f"{option} {path}")
-    return preds, info, digest, problems
+    preds, problems = predictions(data, source)
+    return preds, info, problems
 
 
 def predictions(data: dict, source: str) -> tuple[dict[str, Prediction], Problems]:
@@ -93,7 +100,7 @@ def predictions(data: dict, source: str) -> tuple[dict[str, Prediction], Problem
             if isinstance(d, dict) and str(d.get("category")) == WHOLE_IMAGE:
                 processed.append((2.0, d.get("processed_classification")))  # the whole image's own verdict first
                 continue
-            why = _box_problem(d)
+            why = box_problem(d, CATEGORIES)
             if why:
                 problems.add("boxes dropped", f"{where} detection {j}: {why}")
                 continue
@@ -123,30 +130,11 @@ def _label_of(p: dict, processed: list[tuple[float, object]]) -> tuple[object, o
     return None
 
 
-def _box_problem(d) -> str | None:
-    """Why a detection cannot be used (None: it can)."""
-    if not isinstance(d, dict):
-        return f"{kind(d)}, not an object"
-    if str(d.get("category")) not in CATEGORIES:
-        return f"category {str(d.get('category'))[:20]!r} is not 1, 2 or 3 (animal, human, vehicle)"
-    if not unit(d.get("conf")):
-        return f"conf {str(d.get('conf'))[:20]} is not a number in [0, 1]"
-    b = d.get("bbox")
-    if not (isinstance(b, list) and len(b) == 4 and all(unit(v) for v in b)):
-        return f"bbox {str(b)[:60]} is not 4 numbers in [0, 1]"
-    if b[2] <= 0 or b[3] <= 0:
-        return f"bbox {b} has no size"
-    if b[0] + b[2] > 1 + BBOX_EPS or b[1] + b[3] > 1 + BBOX_EPS:
-        return f"bbox {b} leaves the image"
-    return None
-
-
 def as_megadetector(preds: dict[str, Prediction], info: dict) -> dict:
     """The same boxes as a MegaDetector batch file (what the MD box source reads)."""
     versions = info.get("model_versions") or []
     return {
-        "info": {"format_version": "1.4", "detector": " ".join(["SpeciesNet", *versions]),
-                 "speciesnet_format_version": str(info.get("format_version", ""))[:40]},
+        "info": {"format_version": "1.4", "detector": " ".join(["SpeciesNet", *versions])},
         "detection_categories": dict(CATEGORIES),
         "images": [{"file": p.file, "failure": p.failure, "detections": None if p.failure else p.detections}
                    for p in preds.values()],
