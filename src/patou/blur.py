@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from patou.record import ImageRecord
 from patou.video import is_video

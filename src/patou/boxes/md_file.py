@@ -10,8 +10,7 @@ Only the scanned files are ever looked up: an entry is a name, never a path open
 from __future__ import annotations
 
 import itertools
-import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
