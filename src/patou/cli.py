@@ -321,14 +321,19 @@ def _summary(result) -> None:
 @app.command("guard")
 def guard_cmd(
     watch: Optional[Path] = typer.Option(None, "--watch", help="Incoming folder of a field camera: each new image is decided as it arrives."),
+    stream: list[str] = typer.Option([], "--stream", help="[SITE=]URL_OR_DEVICE: a live camera (rtsp://, http(s):// MJPEG, /dev/video0), one site each (repeatable; with or without --watch)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="TOML rules file: targets, thresholds, deter/notify actions, cooldowns, schedules, human veto, heartbeat (docs/guard.md); replaces --target/--threshold/--cooldown/--action/--notify."),
+    check_rules: Optional[Path] = typer.Option(None, "--check-rules", help="Explain each rule of a rules file in words (or say which line is wrong) and exit."),
     replay: Optional[Path] = typer.Option(None, "--replay", help="Offline: run a folder of photos in timestamp order, print what would fire."),
-    status: bool = typer.Option(False, "--status", help="Print the last events, triggers, failures and latency from --db."),
+    status: bool = typer.Option(False, "--status", help="Print the cameras, last events, firings and notifications (with photos), failures and latency from --db."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder (model .onnx + card .json) or installed model name; default: bundled."),
     target: str = typer.Option("bear", help="The label that fires the deterrent."),
     # 0.1 = guard.DEFAULT_GUARD_THRESHOLD, literal so --help needs no model imports (a test ties them)
     threshold: float = typer.Option(0.1, help="Fire when an image's (or its event's mean) target probability reaches this (see README)."),
     detection_threshold: float = typer.Option(DEFAULT_DETECTION_THRESHOLD, help="Boxes below this detector confidence are ignored."),
-    action: list[str] = typer.Option([], "--action", help="command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable)."),
+    action: list[str] = typer.Option([], "--action", help="Deterrent, never fired with a person in frame: command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS | telegram:BOT_API_URL?chat_id=ID (repeatable)."),
+    notify: list[str] = typer.Option([], "--notify", help="Notification with the photo, sent also when a person in frame holds the deterrent (same forms as --action; repeatable)."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="Hours without a photo or frame from a camera after which one alert goes out (through --notify), then one recovery."),
     cooldown: float = typer.Option(60.0, help="Seconds (image clock) after a firing during which the same site does not fire again."),
     event_gap: float = typer.Option(20.0, help="Seconds between shots of one site that still belong to one event."),
     db: Path = typer.Option(Path("guard.sqlite"), "--db", help="SQLite log: processed files, events, triggers, action attempts, failures."),
@@ -342,30 +347,41 @@ def guard_cmd(
     action_timeout: float = typer.Option(30.0, help="Seconds after which an action is abandoned (gpio: added to its high time)."),
     max_age: float = typer.Option(600.0, help="Images that arrived longer ago than this (e.g. while the guard was down) are logged but do not fire; 0 = no limit."),
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the watched folder that name the site (default: the whole parent folder)."),
+    rate: float = typer.Option(2.0, help="Streams: frames sent to the models per second per stream, at most (the motion gate sees 4x as many, the newest each time; the others are dropped)."),
+    motion: float = typer.Option(0.002, help="Streams: fraction of a frame that must move for it to go to the models (0 = every frame)."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Where the photos of firings and notifications, boxes drawn, are kept [default: guard-photos/ beside --db]."),
 ) -> None:
-    """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
+    """Watch a camera's incoming folder or live streams and fire a deterrent when the target (a bear) comes."""
     say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-    if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
-        err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
+    live = (watch is not None or bool(stream)) or None
+    if sum(x is not None and x is not False for x in (live, replay, status or None, check_rules)) != 1:
+        err.print("[red]error:[/] give exactly one of --watch DIR / --stream URL, --replay DIR, --status or --check-rules FILE")
         raise typer.Exit(2)
+    if rules is not None and (action or notify):
+        _fail(ValueError(f"--rules {rules}: the actions are the rules' (give no --action or --notify with it)"))
     try:
         if status:
             from .guard.status import status as status_text
 
             print(status_text(db))
+        elif check_rules is not None:
+            from .guard.rules import check
+
+            print(check(check_rules, model))
         elif replay is not None:
             from .guard.replay import replay as run_replay
 
             run_replay(replay, model=model, target=target, threshold=threshold, detection_threshold=detection_threshold,
-                       cooldown=cooldown, event_gap=event_gap, labels=labels, fast=fast, threads=threads,
+                       cooldown=cooldown, event_gap=event_gap, labels=labels, rules=rules, fast=fast, threads=threads,
                        flip=not no_flip, site_depth=site_depth, log=say)
         else:
             from .guard import guard
 
-            guard(watch, actions=action, model=model, target=target, threshold=threshold,
-                  detection_threshold=detection_threshold, cooldown=cooldown, event_gap=event_gap, db=db,
-                  archive=archive, fast=fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
-                  action_timeout=action_timeout, max_age=max_age or None, site_depth=site_depth, log=say)
+            guard(watch, streams=stream, rules=rules, actions=action, notify=notify, heartbeat=heartbeat, model=model,
+                  target=target, threshold=threshold, detection_threshold=detection_threshold, cooldown=cooldown,
+                  event_gap=event_gap, db=db, archive=archive, photos=photos, fast=fast, threads=threads,
+                  flip=not no_flip, settle=settle, poll=poll, action_timeout=action_timeout, max_age=max_age or None,
+                  site_depth=site_depth, rate=rate, motion=motion, log=say)
     except ValueError as e:
         _fail(e)
 

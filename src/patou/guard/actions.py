@@ -4,9 +4,13 @@ Every action runs in a thread pool with its own timeout, so a siren that hangs o
 never blocks the watcher; each attempt (start, latency, duration, outcome) goes to the journal.
 
   command:/usr/local/bin/siren --seconds 20   event JSON on stdin, PATOU_* environment variables
-  http://host/hook, https://...               POST the event JSON, 3 tries with back-off
-  mqtt://[user:pass@]broker[:1883]/topic      publish the event JSON, QoS 1 (mqtts:// for TLS)
+  http://host/hook, https://...               POST the event JSON and its photo (multipart/form-data:
+                                              fields event, photo), 3 tries with back-off; a URL
+                                              ending in #json POSTs the JSON alone
+  mqtt://[user:pass@]broker[:1883]/topic      publish the photo on topic/photo, then the event JSON,
+                                              QoS 1 (mqtts:// for TLS)
   gpio:PIN:SECONDS                            pin (BCM number) high for SECONDS, via gpiozero
+  telegram:https://api.telegram.org/bot<TOKEN>?chat_id=<ID>   the photo and a caption (notify.py)
 """
 from __future__ import annotations
 
@@ -50,8 +54,13 @@ class Action:
 def event_env(event: dict) -> dict[str, str]:
     keys = {"PATOU_TRIGGER_ID": "trigger_id", "PATOU_EVENT_ID": "event_id", "PATOU_SITE": "site",
             "PATOU_TARGET": "target", "PATOU_SCORE": "score", "PATOU_EVENT_MEAN": "event_mean",
-            "PATOU_REASON": "reason", "PATOU_IMAGE": "image", "PATOU_TIME": "image_time"}
-    return {k: "" if event.get(v) is None else str(event[v]) for k, v in keys.items()}
+            "PATOU_REASON": "reason", "PATOU_IMAGE": "image", "PATOU_TIME": "image_time",
+            "PATOU_RULE": "rule", "PATOU_OUTCOME": "outcome", "PATOU_PHOTO": "photo", "PATOU_KIND": "kind"}
+    from .notify import summary
+
+    env = {k: "" if event.get(v) is None else str(event[v]) for k, v in keys.items()}
+    env["PATOU_TEXT"] = summary(event)
+    return env
 
 
 class CommandAction(Action):
@@ -83,17 +92,30 @@ class HttpAction(Action):
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT, tries: int = 3, backoff: float = 0.5):
         super().__init__(spec, timeout)
         self.tries, self.backoff = tries, backoff
+        self.url, _, fragment = spec.partition("#")
+        self.json_only = fragment.lower() == "json"
+
+    def __str__(self) -> str:  # never log a password
+        u = urllib.parse.urlsplit(self.spec)
+        if u.password is None:
+            return self.spec
+        return self.spec.replace(f":{u.password}@", ":***@", 1)
 
     def run(self, event: dict) -> str:
-        body = json.dumps(event).encode()
+        if self.json_only or not event.get("photo"):
+            body, ctype = json.dumps(event).encode(), "application/json"
+        else:
+            from .notify import event_parts
+
+            body, ctype = event_parts(event)
         deadline = time.monotonic() + self.timeout
         last, i = "", 0
         for i in range(self.tries):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            req = urllib.request.Request(self.spec, data=body, method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "patou-guard"})
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": ctype, "User-Agent": "patou-guard"})
             try:
                 with urllib.request.urlopen(req, timeout=min(left, 10.0)) as resp:
                     return f"HTTP {resp.status} (try {i + 1})"
@@ -138,12 +160,20 @@ class MqttAction(Action):
         except OSError as e:
             raise ActionError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
         client.loop_start()
+        from .notify import read_photo
+
+        photo = read_photo(event)
         try:
-            info = client.publish(self.topic, json.dumps(event), qos=1)
-            info.wait_for_publish(timeout=self.timeout)
-            if not info.is_published():
-                raise ActionError(f"not acknowledged within {self.timeout:g} s")
-            return f"published to {self.topic}"
+            sent = []
+            messages = [(f"{self.topic}/photo", photo)] if photo is not None else []
+            body = dict(event, photo_topic=f"{self.topic}/photo") if photo is not None else event
+            for topic, payload in messages + [(self.topic, json.dumps(body))]:
+                info = client.publish(topic, payload, qos=1)
+                info.wait_for_publish(timeout=self.timeout)
+                if not info.is_published():
+                    raise ActionError(f"not acknowledged within {self.timeout:g} s ({topic})")
+                sent.append(topic)
+            return f"published to {', '.join(sent)}"
         finally:
             client.disconnect()
             client.loop_stop()
@@ -214,24 +244,44 @@ def parse_action(spec: str, timeout: float = DEFAULT_TIMEOUT, pin_factory=None) 
         return MqttAction(spec, timeout)
     if low.startswith("gpio:"):
         return GpioAction(spec, timeout, pin_factory=pin_factory)
-    raise ValueError(f"action {spec!r}: expected command:..., http(s)://..., mqtt://... or gpio:PIN:SECONDS")
+    if low.startswith("telegram:"):
+        from .notify import TelegramAction
+
+        return TelegramAction(spec, timeout)
+    raise ValueError(f"action {spec!r}: expected command:..., http(s)://..., mqtt://..., gpio:PIN:SECONDS "
+                     "or telegram:BOT_API_URL?chat_id=ID")
 
 
 class Dispatcher:
-    """Runs every action of a trigger at once in worker threads; logs each attempt."""
+    """Runs the actions of a trigger at once in worker threads; logs each attempt.
+
+    `run` takes the attempts the journal planned with the trigger (each may wait its jitter delay
+    first); an attempt without a plan (id None: the log could not be written) is logged as it starts."""
 
     def __init__(self, actions: list[Action], journal, log: Callable[[str], None] = print):
         self.actions, self.journal, self.log = actions, journal, log
+        self.by_name = {str(a): a for a in actions}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(actions)), thread_name_prefix="action")
+        self._closing = threading.Event()
 
-    def fire(self, trigger_id: int, event: dict, arrived: float | None = None) -> list:
-        return [self.pool.submit(self._attempt, a, trigger_id, event, arrived) for a in self.actions]
+    def run(self, trigger_id: int, event: dict, arrived: float | None,
+            planned: list[tuple[int, Action, float]]) -> list:
+        """Planned attempts (attempt id, action, delay s), deterrents first, each in its thread."""
+        return [self.pool.submit(self._attempt, a, trigger_id, event, arrived, aid, delay)
+                for aid, a, delay in planned]
 
-    def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None) -> bool:
+    def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None,
+                 planned: int | None = None, delay: float = 0.0) -> bool:
+        if delay and self._closing.wait(delay):
+            return False  # stopping: a planned attempt that never began runs after the restart
         started = time.time()
+        latency = started - arrived if arrived else None
         try:
-            attempt = self.journal.attempt_started(trigger_id, str(action), started,
-                                                   started - arrived if arrived else None)
+            if planned is None:
+                attempt = self.journal.attempt_started(trigger_id, str(action), started, latency)
+            else:
+                attempt = planned
+                self.journal.attempt_begins(planned, started, latency)
         except Exception as e:  # the log is full or broken: still act, the deterrent matters more
             attempt = None
             self.log(f"error: cannot log the attempt of {action}: {e}")
@@ -251,6 +301,7 @@ class Dispatcher:
         return ok
 
     def close(self, wait: bool = True) -> None:
+        self._closing.set()
         self.pool.shutdown(wait=wait, cancel_futures=not wait)
         for a in self.actions:
             a.close()
