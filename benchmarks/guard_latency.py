@@ -7,13 +7,15 @@ folder one every --interval seconds and reports, per image, the time from the fi
 by this script) to the action's start (logged by the guard in its SQLite journal): p50, p95, max.
 
 Stream mode (--stream): an HTTP MJPEG camera on 127.0.0.1 (tests/stream_servers.py) sends
-full-size real photos at --fps; the guard decides --rate frames a second with its default
-threshold and motion gate. It measures the guard process's CPU time while the camera shows an
-empty pasture (the real blank photo with fresh sensor noise in every frame), with the gate and
-without it, then shows a real bear photo --n times (the four bears of the test set in turn, each
-for --show s between empty frames) and reports the time from the camera's send of the first bear
-frame to the deterrent's start: median, p95, max. --rtsp does the same through Debian's GStreamer
-RTSP server (H.264 at 1280x960, 5 frames/s), when it is installed.
+full-size real photos at --fps; the guard sends at most --rate frames a second to the models,
+with the default threshold, human veto and motion gate (one bear rule: deterrent command:true,
+notification command:true; cooldown 0 and veto hold 0, so each arrival is decided on its own). It
+measures the guard process's CPU time while the camera shows an empty pasture (the real blank
+photo with fresh sensor noise in every frame), with the gate and without it, then shows a real
+bear photo --n times (the four bears of the test set in turn, each for --show s between empty
+frames) and reports the time from the camera's send of the first bear frame to the first action's
+start (the deterrent; the notification when the human veto held it): median, p95, max. --rtsp
+does the same through Debian's GStreamer RTSP server (H.264 at 1280x960, 5 frames/s).
 
     .venv/bin/python benchmarks/guard_latency.py [--n 60] [--interval 1.0] [--idle 10] [--fast]
     .venv/bin/python benchmarks/guard_latency.py --stream [--n 20] [--fps 10] [--rate 2] [--idle 30] [--rtsp]
@@ -212,10 +214,13 @@ def stream_main(a) -> None:
 
         threading.Thread(target=feed, daemon=True).start()
 
+        rules = tmp / "rules.toml"
+        rules.write_text('[veto]\nlabels = { human = 0.02, person = 0.2 }\nhold = 0\n\n[rule.bear]\ntargets = ["bear"]\n'
+                         'threshold = 0.1\ncooldown = 0\ndeter = ["command:true"]\nnotify = ["command:true"]\n')
+
         def start(motion: float) -> subprocess.Popen:
             cmd = [sys.executable, "-m", "patou.cli", "guard", "--stream", f"pasture={url}", "--db", str(db),
-                   "--cooldown", "0", "--event-gap", "1", "--action", "command:true", "--rate", str(a.rate),
-                   "--motion", str(motion)]
+                   "--rules", str(rules), "--event-gap", "1", "--rate", str(a.rate), "--motion", str(motion)]
             cmd += ["--threads", str(a.threads)] if a.threads else []
             cmd += ["--fast"] if a.fast else []
             with open(log, "a") as logf:
@@ -257,18 +262,21 @@ def stream_main(a) -> None:
         showing["stop"] = True
 
     con = sqlite3.connect(db)
-    starts = [(arrived, started, lat) for arrived, started, lat in con.execute(
-        "SELECT t.arrived, a.started, a.latency_s FROM attempts a JOIN triggers t ON a.trigger_id = t.id "
+    starts = [row for row in con.execute(
+        "SELECT t.arrived, a.started, a.latency_s, t.outcome, a.role FROM attempts a JOIN triggers t ON a.trigger_id = t.id "
         "WHERE a.started IS NOT NULL ORDER BY a.started")]
     con.close()
-    lat, own, missed = [], [], []
+    lat, own, missed, held = [], [], [], []
     for i, (tag, name) in enumerate(arrivals):
         t0 = sent.get(tag)
         t1 = sent.get(arrivals[i + 1][0], float("inf")) if i + 1 < len(arrivals) else float("inf")
-        hits = [(s, la) for arr, s, la in starts if t0 is not None and t0 - 0.001 <= arr < t1]
+        hits = [(s, la, outcome) for arr, s, la, outcome, role in starts if t0 is not None and t0 - 0.001 <= arr < t1
+                and (role == "deter" or outcome == "vetoed")]
         if hits:
             lat.append(hits[0][0] - t0)
             own.append(hits[0][1])
+            if hits[0][2] == "vetoed":
+                held.append(name)
         else:
             missed.append(name)
     mode = "RTSP (GStreamer, H.264 1280x960, 5 frames/s)" if a.rtsp else f"HTTP MJPEG, full-size photos at {a.fps:g} frames/s"
@@ -278,12 +286,13 @@ def stream_main(a) -> None:
     print(f"CPU of the guard process on the empty pasture ({a.idle:g} s each): {100 * cpu_gate:.1f} % of one core "
           f"with the motion gate, {100 * cpu_nogate:.1f} % without it ({a.rate:g} frames a second to the models): "
           f"ratio {cpu_nogate / max(cpu_gate, 1e-9):.1f}x; resident memory {rss:.0f} MB")
-    print(f"bear arrivals: {a.n} (the 4 real bears in turn, {a.show:g} s each); fired on {len(lat)}"
+    print(f"bear arrivals: {a.n} (the 4 real bears in turn, {a.show:g} s each); deterrent fired on {len(lat) - len(held)}"
+          + (f", held by the human veto (notification only) on {len(held)}: {', '.join(held)}" if held else "")
           + (f"; missed: {', '.join(missed)}" if missed else ""))
     if lat:
-        print(f"camera sends the bear frame -> deterrent starts: median {statistics.median(lat):.3f} s, "
+        print(f"camera sends the bear frame -> first action starts: median {statistics.median(lat):.3f} s, "
               f"p95 {pct(lat, .95):.3f} s, max {max(lat):.3f} s, min {min(lat):.3f} s")
-        print(f"the guard's own figure (frame received -> deterrent starts): median {statistics.median(own):.3f} s, "
+        print(f"the guard's own figure (frame received -> first action starts): median {statistics.median(own):.3f} s, "
               f"max {max(own):.3f} s")
     print(f"(journal and guard log in {tmp})")
 

@@ -262,18 +262,32 @@ class Dispatcher:
         self.actions, self.journal, self.log = actions, journal, log
         self.by_name = {str(a): a for a in actions}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(actions)), thread_name_prefix="action")
-        self._closing = threading.Event()
+        self._timers: list[threading.Timer] = []  # jittered attempts wait here, not in a worker
+        self._lock = threading.Lock()
+        self._closed = False
 
     def run(self, trigger_id: int, event: dict, arrived: float | None,
-            planned: list[tuple[int, Action, float]]) -> list:
-        """Planned attempts (attempt id, action, delay s), deterrents first, each in its thread."""
-        return [self.pool.submit(self._attempt, a, trigger_id, event, arrived, aid, delay)
-                for aid, a, delay in planned]
+            planned: list[tuple[int | None, Action, float]]) -> None:
+        """Planned attempts (attempt id, action, delay s), each in a worker once its delay is over."""
+        for aid, action, delay in planned:
+            args = (action, trigger_id, event, arrived, aid)
+            if delay > 0:
+                t = threading.Timer(delay, self._submit, args)
+                t.daemon = True
+                with self._lock:
+                    self._timers = [x for x in self._timers if x.is_alive()] + [t]
+                t.start()
+            else:
+                self._submit(*args)
+
+    def _submit(self, *args) -> None:
+        with self._lock:
+            if self._closed:
+                return  # stopping: a planned attempt that never began runs after the restart
+            self.pool.submit(self._attempt, *args)
 
     def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None,
-                 planned: int | None = None, delay: float = 0.0) -> bool:
-        if delay and self._closing.wait(delay):
-            return False  # stopping: a planned attempt that never began runs after the restart
+                 planned: int | None = None) -> bool:
         started = time.time()
         latency = started - arrived if arrived else None
         try:
@@ -301,7 +315,10 @@ class Dispatcher:
         return ok
 
     def close(self, wait: bool = True) -> None:
-        self._closing.set()
+        with self._lock:
+            self._closed = True
+            for t in self._timers:
+                t.cancel()
         self.pool.shutdown(wait=wait, cancel_futures=not wait)
         for a in self.actions:
             a.close()

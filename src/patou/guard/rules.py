@@ -52,7 +52,7 @@ CHOICES = ("all", "random", "rotate")
 # MegaDetector's box confidence
 DEFAULT_VETO = (("human", 0.02), ("person", 0.2))
 DEFAULT_VETO_HOLD = 60.0
-DEFAULT_THRESHOLD = 0.1  # = service.DEFAULT_GUARD_THRESHOLD (kept here so parsing needs no models)
+DEFAULT_THRESHOLD = 0.1  # the guard's default (service.DEFAULT_GUARD_THRESHOLD: the reasons are there)
 HEARTBEAT = "heartbeat"  # the rule name heartbeat alerts are journalled under
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
@@ -111,9 +111,6 @@ class Rules:
         specs = [s for r in self.rules for s in (*r.deter, *r.notify)]
         specs += list(self.heartbeat.actions) if self.heartbeat else []
         return list(dict.fromkeys(specs))
-
-    def labels(self) -> set[str]:
-        return {t for r in self.rules for t in r.targets} | {lab for lab, _ in self.veto.labels}
 
     def where(self, what: str) -> str:
         """'rules.toml:12' for a table or key ('veto', 'rule.bear.targets', or a rule's name), for messages."""

@@ -75,7 +75,7 @@ def _sun_times(lat: float, lon: float, day: date, zone_name: str | None) -> tupl
     from astral.sun import elevation, sunrise, sunset
 
     obs = Observer(latitude=lat, longitude=lon)
-    zone = zone_of(zone_name) or datetime.now().astimezone().tzinfo
+    zone = zone_of(zone_name) or datetime.combine(day, dtime(12)).astimezone().tzinfo  # that day's local offset
     try:
         return sunrise(obs, day, tzinfo=zone), sunset(obs, day, tzinfo=zone)
     except ValueError:  # polar day or night

@@ -28,16 +28,17 @@ from .engine import RuleEngine, Verdict
 from .heartbeat import KEY as HEARTBEAT_KEY, Heartbeat
 from .journal import Journal
 from .notify import annotate, photo_path, save_photo, summary
-from .rules import HEARTBEAT, Rules, check_labels_of, load as load_rules, shorthand
+from .rules import DEFAULT_THRESHOLD as RULE_THRESHOLD, HEARTBEAT, Rules, check_labels_of, load as load_rules, shorthand
 from .schedule import zone_of
-from .state import FIRED, VETOED
+from .state import COOLDOWN, FIRED, OFF_SCHEDULE, VETOED
 from .stream import CHECK_EVERY, DEFAULT_MOTION, DEFAULT_RATE, Stream
 from .watch import Watcher, stat_key
 
 # P(bear) of one image (or of its event's running mean) that fires, chosen recall first on the real
 # test images with the int8 detector (README "patou guard"): the lowest bear scores 0.17, the highest
 # non-bear 0.071 (0.044 at night, IR), except a black cow (0.53) that no threshold short of 0.54 avoids.
-DEFAULT_GUARD_THRESHOLD = 0.1
+# (rules.py holds the value, so that parsing a rules file needs no models)
+DEFAULT_GUARD_THRESHOLD = RULE_THRESHOLD
 STALE = "stale"  # an alarm on an image that arrived too long ago to be worth scaring anything
 # A file that decodes as truncated may be half-written by a writer that pauses longer than --settle
 # (FTP, SD card): it is read again, at growing intervals, for this many seconds.
@@ -45,6 +46,9 @@ PARTIAL_GRACE = 30.0
 # failure texts of a file that may still be arriving: its head alone is "not an image", "truncated"
 _MAYBE_PARTIAL = ("truncated", "not an image", "empty file")
 STATUS_EVERY = 30.0  # seconds between two stream counter rows in the journal
+# seconds between two journalled frames of a stream that change nothing that matters at a restart
+# (something in view, a cooldown or off-schedule alarm): a grazing herd must not fill an SD card
+FRAME_LOG_EVERY = 10.0
 RUNS = (FIRED, VETOED)  # outcomes whose actions run (a vetoed alarm still notifies)
 
 
@@ -100,14 +104,20 @@ class Guard:
             rules = load_rules(rules)
         elif rules is None:
             rules = shorthand(target, threshold, cooldown, actions, notify, heartbeat)
-        elif actions or notify:
-            raise ValueError("with a rules file, the actions are the rules' (no --action or --notify)")
+        elif actions or notify or heartbeat:
+            raise ValueError("with a rules file, the actions and the heartbeat are the rules' "
+                             "(no --action, --notify or --heartbeat)")
         self.rules = rules
         self.zone = zone_of(rules.location.timezone) if rules.location else None
         first = rules.rules[0]
         self.target, self.threshold, self.detection_threshold = first.targets[0], first.threshold, detection_threshold
         self.max_age, self.site_depth, self.log, self.clock = max_age, site_depth, log, clock
         self.partial_grace = partial_grace
+        self._wake = threading.Event()
+        self.streams = [Stream(s, rate, motion, check_every, wake=self._wake_up, log=log) for s in streams]
+        sites = [s.site for s in self.streams]
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"two --stream have the same site ({', '.join(sites)}): name them SITE=URL")
         self.action_of = {spec: parse_action(spec, action_timeout, pin_factory=pin_factory) for spec in rules.actions()}
         self.actions = list({str(a): a for a in self.action_of.values()}.values())
         self.models = models or analysis.load_models(model, threads=threads, flip=flip, fast=fast)
@@ -120,16 +130,11 @@ class Guard:
                           if rules.heartbeat else None)
         self.done = self.journal.processed_keys()
         self.dispatcher = Dispatcher(self.actions, self.journal, log)
-        self._wake = threading.Event()
         self.watcher = None
         if self.watch is not None:
             self.watcher = Watcher(self.watch, settle=settle, poll=poll, rescan=rescan,
                                    exclude=[self.archive] if self.archive else [],
                                    is_done=lambda p, k: (p, *k) in self.done, log=log)
-        self.streams = [Stream(s, rate, motion, check_every, wake=self._wake_up, log=log) for s in streams]
-        sites = [s.site for s in self.streams]
-        if len(set(sites)) != len(sites):
-            raise ValueError(f"two --stream have the same site ({', '.join(sites)}): name them SITE=URL")
         self._status_at = 0.0
         self._tries: dict[str, tuple[int, float]] = {}  # path -> (reads, first truncated read)
         self._stop = False
@@ -324,11 +329,19 @@ class Guard:
         seen = analysis.labels_seen(record, self.detection_threshold)
         s.gate.occupied = bool(seen)
         if record.failure:
-            self.log(f"failed: stream {s} frame {frame.seq}: {record.failure}")
+            if record.failure != s.failure:  # one line per kind of failure, not one per frame
+                self.log(f"failed: stream {s} frame {frame.seq}: {s.scrub(record.failure)}")
+            s.failure = record.failure
             return []
+        s.failure = None
         if not seen:
             return []  # an empty frame: nothing to remember (streams send thousands)
         verdict = self.engine.observe(s.site, clock, seen, bool(record.scores))
+        news = (verdict.state or any(ev.n == 1 for ev in verdict.events)
+                or any(a.outcome not in (COOLDOWN, OFF_SCHEDULE) for a in verdict.alarms))
+        if not news and now - s.logged_at < FRAME_LOG_EVERY:
+            return []  # the models saw it; the journal gets one such frame every FRAME_LOG_EVERY s
+        s.logged_at = now
         return self._fire(verdict, record, img, clock, "capture", frame.received, name,
                           lambda **kw: self.journal.record_frame(s.site, frame.received, record, clock, **kw))
 

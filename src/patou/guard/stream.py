@@ -50,10 +50,14 @@ _SITE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
 
 def redact(url: str) -> str:
     """The URL without its password, for logs and the journal."""
-    u = urllib.parse.urlsplit(url)
-    if u.password is None:
+    try:
+        u = urllib.parse.urlsplit(url)
+        password = u.password
+    except ValueError:
         return url
-    return url.replace(f":{u.password}@", ":***@", 1)
+    if password is None:
+        return url
+    return url.replace(f":{password}@", ":***@", 1)
 
 
 def parse_stream(spec: str) -> tuple[str, str]:
@@ -171,6 +175,7 @@ class Stream:
             raise ValueError(f"--rate {rate:g}: expected frames per second > 0")
         self.site, self.source = parse_stream(spec)
         self.name = redact(self.source)
+        self._secret = urllib.parse.urlsplit(self.source).password if "://" in self.source else None
         self.period, self.wake, self.log = 1.0 / rate, wake, log
         self.gate_period = self.period / GATE_FACTOR
         self.timeout, self.backoff_max = timeout, backoff_max
@@ -180,6 +185,8 @@ class Stream:
         self._due = 0.0  # monotonic time the next frame may be taken (for the gate)
         self._next_analysis = 0.0  # ... and sent to the models
         self.armed = False  # the gate opened while the models' budget was spent: analyse the next one
+        self.logged_at = -1e18  # monotonic time a frame of this stream was last journalled
+        self.failure: str | None = None  # the last frame failure logged (one line per kind, not per frame)
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,6 +197,10 @@ class Stream:
 
     def __str__(self) -> str:
         return f"{self.site} ({self.name})"
+
+    def scrub(self, text: str) -> str:
+        """An error text without the stream's password, wherever it appears."""
+        return text.replace(self._secret, "***") if self._secret else text
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,9 +281,10 @@ class Stream:
                 break
             if self.frames > before:
                 delay = 0.5
-            if self.connected or self.error != err:
-                self.log(f"stream {self}: lost ({redact(err)}); reconnecting every {delay:g}-{self.backoff_max:g} s")
-            self.connected, self.error, self.changed = False, redact(err)[:300], True
+            err = self.scrub(err)
+            if self.connected or self.error != err[:300]:
+                self.log(f"stream {self}: lost ({err}); reconnecting every {delay:g}-{self.backoff_max:g} s")
+            self.connected, self.error, self.changed = False, err[:300], True
             self.reconnects += 1
             self._stop.wait(delay)
             delay = min(delay * 2, self.backoff_max)
