@@ -21,6 +21,7 @@ from patou.results import Run
 
 from . import review
 from . import reid as reid_routes
+from . import report as report_routes
 from .access import MAX_BODY, Folders, TokenAndBodyGuard, new_token
 from .files import Refused, safe_file, thumbnail
 from .runs import Registry
@@ -303,6 +304,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
                     clashes=report.clashes, errors=report.errors, messages=messages[:200])
 
     reid_routes.add_routes(app, load, templates, _roots, user)  # re-identification pages
+    report_routes.add_routes(app, load)  # the season report (patou report)
     return app
 
 
