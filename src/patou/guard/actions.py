@@ -36,6 +36,7 @@ class ActionError(Exception):
 
 class Action:
     kind = "action"
+    sends_photo = False  # it reads the trigger's photo: it waits until the photo is saved
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT):
         self.spec, self.timeout = spec, timeout
@@ -88,6 +89,7 @@ class CommandAction(Action):
 
 class HttpAction(Action):
     kind = "http"
+    sends_photo = True
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT, tries: int = 3, backoff: float = 0.5):
         super().__init__(spec, timeout)
@@ -131,6 +133,7 @@ class HttpAction(Action):
 
 class MqttAction(Action):
     kind = "mqtt"
+    sends_photo = True
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(spec, timeout)
@@ -263,6 +266,7 @@ class Dispatcher:
         self.by_name = {str(a): a for a in actions}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(actions)), thread_name_prefix="action")
         self._timers: list[threading.Timer] = []  # jittered attempts wait here, not in a worker
+        self._photos: dict[str, threading.Event] = {}  # photo path -> set once it is saved
         self._lock = threading.Lock()
         self._closed = False
 
@@ -280,6 +284,18 @@ class Dispatcher:
             else:
                 self._submit(*args)
 
+    def expect_photo(self, path: str) -> None:
+        """The photo at `path` is being drawn: actions that send it wait for photo_saved(path)."""
+        with self._lock:
+            self._photos[path] = threading.Event()
+
+    def photo_saved(self, path: str) -> None:
+        """Saved (or given up on: the senders then go without it)."""
+        with self._lock:
+            ev = self._photos.pop(path, None)
+        if ev is not None:
+            ev.set()
+
     def _submit(self, *args) -> None:
         with self._lock:
             if self._closed:
@@ -288,6 +304,11 @@ class Dispatcher:
 
     def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None,
                  planned: int | None = None) -> bool:
+        if action.sends_photo and event.get("photo"):
+            with self._lock:
+                drawing = self._photos.get(event["photo"])
+            if drawing is not None:
+                drawing.wait(10.0)  # a deterrent that sends the photo (an http hook) waits for it
         started = time.time()
         latency = started - arrived if arrived else None
         try:

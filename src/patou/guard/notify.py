@@ -2,8 +2,9 @@
 
 Each trigger that runs actions gets a JPEG of the decoded image (at most 1024 px, as the models saw
 it) with every kept box drawn and labelled, saved under the guard's photo folder once the
-deterrents have started and before the notifications are sent (a restart that resumes them
-finds it; one killed in between sends its notifications without the photo). The senders:
+deterrents have started (an action that sends the photo waits for it; a `command:` deterrent
+may start before its PATOU_PHOTO file exists) and before the notifications are dispatched (a
+restart that resumes them finds it; one killed in between sends them without it). The senders:
 - http(s):// actions POST multipart/form-data: a field `event` (the JSON) and a file `photo`;
   a URL ending in `#json` gets the JSON alone, as before photos existed (see actions.py);
 - mqtt:// actions publish the JPEG as the payload of `<topic>/photo`, then the JSON on `<topic>`;
@@ -147,6 +148,7 @@ class TelegramAction(Action):
     """telegram:https://api.telegram.org/bot<TOKEN>?chat_id=<ID>: the photo with the text as caption."""
 
     kind = "telegram"
+    sends_photo = True
 
     def __init__(self, spec: str, timeout: float = 30.0):
         super().__init__(spec, timeout)

@@ -379,6 +379,8 @@ class Guard:
             plans += [(str(self.action_of[x]), "notify", {}) for x in notify]
             triggers.append((payload, plans))
         ids = self._commit(commit, triggers, image, v, done)
+        if photo is not None:
+            self.dispatcher.expect_photo(str(photo))
         later = []
         for (payload, plans), (tid, attempts) in zip(triggers, ids):
             payload["trigger_id"] = tid
@@ -393,6 +395,7 @@ class Guard:
             later.append((tid, payload, [(aid, x, d) for aid, x, role, d in planned if role != "deter"]))
         if photo is not None:
             self._photo(photo, img, record, first_alarm, clock)
+            self.dispatcher.photo_saved(str(photo))
         for tid, payload, planned in later:
             if planned:
                 self.dispatcher.run(tid, payload, arrived, planned)
