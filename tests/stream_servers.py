@@ -72,18 +72,27 @@ def free_port() -> int:
 class MjpegServer:
     """multipart/x-mixed-replace on http://127.0.0.1:PORT/video, `fps` frames a second."""
 
-    def __init__(self, fps: float = 10.0, boundary: str = "patouframe"):
-        self.fps, self.boundary = fps, boundary
+    def __init__(self, fps: float = 10.0, boundary: str = "patouframe", lengths: bool = True):
+        self.fps, self.boundary, self.lengths = fps, boundary, lengths
         self._frame: tuple[str, bytes] | None = None
         self._lock = threading.Lock()
         self.first_sent: dict[str, float] = {}  # tag -> when its first copy was fully written
         self.live = threading.Event()
         self.live.set()
-        self.connections = 0
+        self.connections = self.snapshots = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                if self.path == "/snapshot" and server.live.is_set() and server._frame:  # one JPEG per request
+                    data = server._frame[1]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    server.snapshots += 1
+                    return
                 if not server.live.is_set() or self.path != "/video":
                     self.send_error(503 if self.path == "/video" else 404)
                     return
@@ -97,8 +106,9 @@ class MjpegServer:
                             frame = server._frame
                         if frame is not None:
                             tag, data = frame
+                            length = f"Content-Length: {len(data)}\r\n" if server.lengths else ""
                             self.wfile.write(f"--{server.boundary}\r\nContent-Type: image/jpeg\r\n"
-                                             f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
+                                             f"{length}\r\n".encode() + data + b"\r\n")
                             self.wfile.flush()
                             server.first_sent.setdefault(tag, time.time())
                         time.sleep(1.0 / server.fps)
@@ -113,6 +123,7 @@ class MjpegServer:
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/video"
+        self.snapshot_url = f"http://127.0.0.1:{self.httpd.server_port}/snapshot"
 
     def show(self, data: bytes, tag: str) -> None:
         with self._lock:

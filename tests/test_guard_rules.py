@@ -18,7 +18,7 @@ from patou.guard.journal import Journal
 from patou.guard.rules import load, parse, shorthand
 from patou.guard.schedule import Location, Schedule, is_night, parse_window
 from patou.guard.state import COOLDOWN, FIRED, OFF_SCHEDULE, VETOED
-from patou.guard.stream import Frame, MotionGate, parse_stream, redact
+from patou.guard.stream import Frame, MotionGate, Stream, parse_stream, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 PYRENEES = ROOT / "docs" / "guard-rules-pyrenees.toml"
@@ -336,3 +336,33 @@ def test_the_motion_gate_lets_an_animal_through_and_not_noise_or_light(real):
     gate.occupied = False
     assert not gate.wants(frame(bear, 4), 15.0)[0]
     assert MotionGate(threshold=0).wants(frame(blank), 0.0)[0]
+
+
+@pytest.mark.parametrize("kind", ["mjpeg", "mjpeg-without-lengths", "snapshot"])
+def test_http_streams_give_the_newest_whole_frame_at_the_rate(real, kind):
+    """The reader alone (no models): MJPEG with and without Content-Length, a snapshot URL."""
+    import time
+
+    from stream_servers import MjpegServer, jpeg
+
+    data = jpeg(real / "zamba-ena24-small/tests/assets/images/ena24_small/8831.jpg")
+    cam = MjpegServer(fps=20, lengths=kind != "mjpeg-without-lengths")
+    cam.show(data, "bear")
+    s = Stream(f"cam={cam.snapshot_url if kind == 'snapshot' else cam.url}", rate=2.0, log=lambda m: None)
+    s.start()
+    try:
+        got, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < 3.0:
+            f = s.take(time.monotonic())
+            if f is not None:
+                got.append(f)
+            time.sleep(0.01)
+    finally:
+        s.stop()
+        cam.close()
+    assert got and all(f.jpeg == data for f in got)  # whole frames, byte for byte
+    assert len(got) <= 3.0 * 2 * 4 + 1  # at most GATE_FACTOR x rate a second through the gate
+    if kind == "snapshot":
+        assert cam.snapshots <= len(got) + 3  # fetched when a frame is due, not as fast as it answers
+    else:
+        assert s.frames > len(got)  # the camera sent more; the others were dropped
