@@ -298,7 +298,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         except ValueError as e:
             raise HTTPException(403, f"refused: {e}") from None
         messages: list[str] = []
-        plan = plan_sort(review.corrected_records(review.items(run)), Path(sort_dir.strip()).expanduser())
+        plan = plan_sort(review.corrected_records(review.items(run)), Path(sort_dir.strip()).expanduser(),
+                         roots=run.input_roots)
         report = sort_files(plan, mode, dry_run=dry_run, log=messages.append)
         return dict(summary=report.summary(), planned=report.planned, done=report.done, skipped=report.skipped,
                     clashes=report.clashes, errors=report.errors, messages=messages[:200])
