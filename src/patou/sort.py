@@ -1,7 +1,7 @@
 """Sort media into sort_dir/<event_label>/<rel>: never overwrite, never lose a file.
 
-Every placement is no-clobber (hard link or symlink creation fails if the name exists; os.rename
-would silently replace it on POSIX). A move removes the source only once the destination is
+Every placement is no-clobber (renameat2 with RENAME_NOREPLACE, hard link or symlink creation
+fail if the name exists; a plain os.rename would silently replace it on POSIX). A move removes the source only once the destination is
 durable and identical, so a crash at any point leaves each file in one place or both, never none,
 and a re-run finishes the job. A copy may blur people first (`plan.blur`, blur.py): such a file is
 written blurred to its temp name, then placed like any copy; one that cannot be blurred is not
@@ -9,12 +9,14 @@ copied at all.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
@@ -357,20 +359,24 @@ def _move(src: Path, dst: Path) -> str:
         return _existing(src, dst, "move")
     if not src.is_file():
         raise OSError(errno.ENOENT, "source is missing or not a file")
+    before = os.stat(src)
     try:
+        if _rename_noreplace(src, dst):  # one atomic step: the name never points at two places
+            _fsync_dir(dst.parent)
+            return "done"
         os.link(src, dst)
     except FileExistsError:
         return _existing(src, dst, "move")
     except OSError as e:
         if e.errno not in _NO_HARDLINK:
             raise
-        return _move_by_copy(src, dst)
+        return _move_by_copy(src, dst, before)
     _fsync_dir(dst.parent)
-    os.unlink(src)
+    _unlink_unchanged(src, before)
     return "done"
 
 
-def _move_by_copy(src: Path, dst: Path) -> str:
+def _move_by_copy(src: Path, dst: Path, before: os.stat_result) -> str:
     tmp = _copy_tmp(src, dst)
     try:
         if file_sha256(tmp) != file_sha256(src):
@@ -381,8 +387,50 @@ def _move_by_copy(src: Path, dst: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(dst.parent)
-    os.unlink(src)
+    _unlink_unchanged(src, before)
     return "done"
+
+
+def _unlink_unchanged(src: Path, before: os.stat_result) -> None:
+    """Remove the source of a move, unless a writer replaced or rewrote it meanwhile (a camera
+    or FTP upload reusing the name): that is a new photo, left where it is."""
+    now = os.stat(src)
+    if (now.st_ino, now.st_dev, now.st_size, now.st_mtime_ns) != \
+            (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns):
+        raise OSError(errno.EAGAIN, "the source changed while it was being moved; both copies kept")
+    os.unlink(src)
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_renameat2 = None
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """rename(2) that refuses an existing destination (Linux renameat2 RENAME_NOREPLACE): True when
+    moved, FileExistsError when `dst` exists, False where the call or the filesystem lacks it (the
+    caller then links and unlinks). Hard link then unlink leaves a moment where one file has two
+    names, and a writer that truncates the source name in that moment rewrites the moved photo."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                _renameat2 = libc.renameat2
+                _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            except (OSError, AttributeError):
+                _renameat2 = False
+    if not _renameat2:
+        return False
+    at_fdcwd = -100
+    if _renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(errno.EEXIST, os.strerror(err), str(dst))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # not here (old kernel, FAT/exFAT/network share, another drive): link or copy instead
+    raise OSError(err, os.strerror(err), str(src))
 
 
 def _link(src: Path, dst: Path) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from patou.formats.megadetector import validate_megadetector_json, write_megadetector_json
+from patou import sort as sort_module
 from patou.sort import plan_sort, sort_files
 from patou.formats.tables import BASE_COLUMNS, atomic_output, build_rows, write_csv, write_xlsx
 from patou.record import EMPTY, UNDEFINED, Detection, ImageRecord
@@ -340,8 +341,9 @@ def test_rerun_after_interrupted_move(tree, how):
 
 
 def _no_link_for_sources(monkeypatch, err=errno.EXDEV):
-    """os.link fails like a cross-device link for source files; temp->dst links still work."""
+    """os.link (and renameat2) fail like a cross-device move for source files; temp->dst links still work."""
     real_link = os.link
+    monkeypatch.setattr(sort_module, "_rename_noreplace", lambda src, dst: False)
 
     def fake(src, dst, *a, **k):
         if ".patou-part" not in os.fspath(src):
@@ -354,8 +356,9 @@ def test_cross_device_move_verifies_and_moves(tree, monkeypatch):
     recs, roots, out = tree
     before = digests(*roots)
     _no_link_for_sources(monkeypatch)
-    rep = sort_files(plan_sort(recs, out), "move", log=lambda m: None)
-    assert (rep.done, rep.errors) == (5, 0)
+    logged = []
+    rep = sort_files(plan_sort(recs, out), "move", log=logged.append)
+    assert (rep.done, rep.errors) == (5, 0), logged
     assert files_under(*roots) == [] and digests(out) == before
     dst = out / "red_fox/site1/IMG_0001.JPG"
     assert dst.stat().st_nlink == 1 and dst.stat().st_mtime == 1_600_000_000 + 2
@@ -385,6 +388,7 @@ def test_filesystem_without_hard_links(tree, monkeypatch):
     recs, roots, out = tree
     before = digests(*roots)
     monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    monkeypatch.setattr(sort_module, "_rename_noreplace", lambda src, dst: False)  # exFAT has no RENAME_NOREPLACE
     blocker = out / "roe_deer/cam/IMG_9.JPG"
     blocker.parent.mkdir(parents=True)
     blocker.write_bytes(b"other")
@@ -392,6 +396,53 @@ def test_filesystem_without_hard_links(tree, monkeypatch):
     assert (rep.done, rep.clashes, rep.errors) == (4, 1, 0)
     assert blocker.read_bytes() == b"other" and (roots[1] / "cam/IMG_9.JPG").is_file()
     assert digests(*roots, out) - Counter([sha(blocker)]) == before
+
+
+def _writer_mid_move(monkeypatch, src: Path, new_bytes: bytes, replace: bool = False):
+    """A camera or FTP upload that writes `src` again while a move of it is under way (at the
+    moment the destination folder is synced): in place (truncating the name), or as a new file."""
+    real = sort_module._fsync_dir
+
+    def fsync_and_write(d):
+        real(d)
+        if not getattr(fsync_and_write, "done", False) and (Path(d) / src.name).exists():
+            fsync_and_write.done = True
+            if replace:
+                src.unlink()
+            with open(src, "wb") as f:  # O_TRUNC on whatever the name points at now
+                f.write(new_bytes)
+    monkeypatch.setattr(sort_module, "_fsync_dir", fsync_and_write)
+
+
+def test_a_move_is_one_rename_and_a_writer_reusing_the_name_rewrites_nothing(tree, monkeypatch):
+    recs, roots, out = tree
+    probe_a, probe_b = out.parent / "probe-a", out.parent / "probe-b"
+    probe_a.write_bytes(b"x")
+    if not sort_module._rename_noreplace(probe_a, probe_b):
+        pytest.skip("this filesystem has no renameat2(RENAME_NOREPLACE); the link fallback is tested below")
+    src = roots[0] / "site1/IMG_0001.JPG"
+    photo = src.read_bytes()
+    monkeypatch.setattr(os, "link", lambda *a, **k: pytest.fail("a move linked where it could rename"))
+    _writer_mid_move(monkeypatch, src, b"the next photo, same name")
+    logged = []
+    rep = sort_files(plan_sort(recs, out), "move", log=logged.append)
+    assert (rep.done, rep.errors) == (5, 0), logged
+    moved = out / "red_fox/site1/IMG_0001.JPG"
+    assert moved.read_bytes() == photo  # the moved photo was not rewritten through the reused name
+    assert src.read_bytes() == b"the next photo, same name"  # and the new one stays to be analysed
+
+
+def test_where_a_move_links_a_source_replaced_meanwhile_is_kept(tree, monkeypatch):
+    recs, roots, out = tree
+    monkeypatch.setattr(sort_module, "_rename_noreplace", lambda s, d: False)  # a filesystem without it
+    src = roots[0] / "site1/IMG_0001.JPG"
+    photo = src.read_bytes()
+    _writer_mid_move(monkeypatch, src, b"the next photo, same name", replace=True)
+    logged = []
+    rep = sort_files(plan_sort(recs, out), "move", log=logged.append)
+    assert (rep.done, rep.errors) == (4, 1) and "changed while it was being moved" in logged[0]
+    assert (out / "red_fox/site1/IMG_0001.JPG").read_bytes() == photo
+    assert src.read_bytes() == b"the next photo, same name"  # never unlinked
 
 
 def test_dry_run_touches_nothing(tree):
