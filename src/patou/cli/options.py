@@ -14,6 +14,7 @@ import inspect
 from typing import Callable, Optional
 
 import typer
+from rich.markup import escape
 
 
 def typer_parameters(record) -> list[inspect.Parameter]:
@@ -28,7 +29,8 @@ def typer_parameters(record) -> list[inspect.Parameter]:
         if m.get("invert"):
             default = not default
         annotation = m["cli"] if default is not None else Optional[m["cli"]]
-        info = typer.Option(default, *m["flags"], help=m["help"] or None)
+        # help is shown through rich markup: "[default: ...]" or "[user:pass@]" would be read as tags and eaten
+        info = typer.Option(default, *m["flags"], help=escape(m["help"]) if m["help"] else None)
         params.append(inspect.Parameter(m.get("cli_name") or f.name, inspect.Parameter.KEYWORD_ONLY,
                                         default=info, annotation=annotation))
     return params

@@ -11,7 +11,7 @@ from .console import fail, say
 
 def report_cmd(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A finished `patou run` results folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write; its CSV go in <name>-data/ beside it [default: RESULTS_DIR/report.html]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write; its CSV go in <name>-data/ beside it \\[default: RESULTS_DIR/report.html]."),
     deployments: Optional[Path] = typer.Option(None, help="Deployments CSV (as for export-camtrap-dp): deploymentStart/End give camera-days and flag photos outside them."),
     gap_days: int = typer.Option(14, help="Days without a photo that make a gap, or a silence at the end."),
     burst_photos: int = typer.Option(300, help="Photos in one day that make a burst (vegetation, sun)."),

@@ -14,7 +14,7 @@ def serve_cmd(
     port: int = typer.Option(8000, help="Port to listen on."),
     runs_dir: Path = typer.Option(Path("patou-runs"), help="Where runs started from the page write their results."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
-    allow_dir: list[Path] = typer.Option([], "--allow-dir", help="A folder that runs and sorts started from the page may read and write (repeatable); the RESULTS_DIRs and --runs-dir always may [default: also the current folder]."),
+    allow_dir: list[Path] = typer.Option([], "--allow-dir", help="A folder that runs and sorts started from the page may read and write (repeatable); the RESULTS_DIRs and --runs-dir always may \\[default: also the current folder]."),
 ) -> None:
     """Open the review app in the browser: start runs, review and correct their labels, export."""
     import uvicorn
