@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from patou.models import yolo_boxes
+
 DATA = Path(__file__).parent / "data" / "yolo"
 FIXTURES = ["yolov5-p6-tiny", "yolov5-p5-tiny", "yolov8-tiny", "yolov11-tiny", "yolov11l-tiny"]
 MD_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
@@ -31,42 +33,10 @@ def photo(real: Path, rel: str) -> Image.Image:
     return ImageOps.exif_transpose(img).convert("RGB")
 
 
-def iou(a, b) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - iw * ih
-    return iw * ih / union if union > 0 else 0.0
-
-
-def same_box(a, b) -> bool:
-    return iou(a, b) >= 0.99 or max(abs(x - y) for x, y in zip(a, b)) <= CORNER_TOL
-
-
 def compare_boxes(ref: list[tuple], ours: list[tuple], nms_iou: float) -> dict:
-    """Final boxes (category, conf, bbox) of the publisher's code and patou's.
-
-    Boxes match one to one at IoU >= 0.99 with equal classes and confidences. Among boxes of equal
-    score (to the 3 decimals MD writes) that overlap more than the NMS threshold, which one NMS keeps
-    is arbitrary (torch's sort is not stable): a random network gives such ties along flat regions
-    (a photo's caption bar, the canvas edge). So a box left unmatched is accepted only when the
-    other side kept, in its place, a box of the same class and score that overlaps it beyond the
-    NMS threshold (that box suppressed it); any other difference is a failure (`unexplained`)."""
-    free, matched, left_ref = list(range(len(ours))), [], []
-    for r in sorted(ref, key=lambda r: -r[1]):
-        cands = [j for j in free if ours[j][0] == r[0] and abs(ours[j][1] - r[1]) <= CONF_TOL and same_box(r[2], ours[j][2])]
-        if cands:
-            j = max(cands, key=lambda j: iou(r[2], ours[j][2]))
-            free.remove(j)
-            matched.append(iou(r[2], ours[j][2]))
-        else:
-            left_ref.append(r)
-    left_ours = [ours[j] for j in free]
-
-    def suppressed_by(a, kept) -> bool:
-        return any(k[0] == a[0] and k[1] >= a[1] - CONF_TOL and iou(k[2], a[2]) > nms_iou for k in kept)
-
-    unexplained = [("reference", r) for r in left_ref if not suppressed_by(r, ours)] + \
-                  [("patou", o) for o in left_ours if not suppressed_by(o, ref)]
-    return {"matched": len(matched), "reference": len(ref), "patou": len(ours), "tie_swaps": len(left_ref),
-            "unexplained": unexplained, "worst_iou": min(matched, default=1.0),
-            "matched_by_corners": sum(v < 0.99 for v in matched)}
+    """Final boxes (category, conf, bbox) of the publisher's code and patou's: patou's agreement
+    rule (models/yolo_boxes.agree: one to one at IoU >= 0.99, equal classes and confidences, NMS
+    ties allowed for), with MegaDetector's rounding (3 decimals for confidences, truncated)."""
+    out = yolo_boxes.agree(ref, ours, nms_iou, conf_tol=CONF_TOL, corner_tol=CORNER_TOL)
+    out["patou"] = out.pop("other")
+    return out

@@ -15,6 +15,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -254,6 +255,68 @@ def licence_text(entry: Entry, version_name: str, version: Version) -> str:
             f"  cite: {entry.citation}\n  source: {version.url}")
 
 
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+    downloaded: Path | None  # ours to delete after the install
+    pinned: str | None
+    url: str
+    md5_matches_publisher: bool | None = None
+
+
+def fetch(name: str, vname: str, licence: str, src_url: str, pinned: str | None, size_mb: int | None, *,
+          from_file=None, accept_licence: bool = False, confirm=None, mirror: bool = False,
+          progress: Progress | None = None, log: Log = print, md5: str | None = None):
+    """The steps every install starts with: refuse to overwrite an installed model, show the
+    licence and have it accepted, take `--from FILE` or download (resumable), check the pinned
+    SHA-256 (and the publisher's MD5 when it states one: a download that does not match is
+    refused, a `--from` or mirror file is installed as given and the card says so)."""
+    root = registry.models_dir()
+    dest = root / name
+    if dest.exists():
+        raise InstallError(f"{name} is already installed in {dest}; `patou models remove {name}` first")
+    log(licence)
+    if not accept_licence:
+        if confirm is None or not confirm(f"Accept the licence of {name} {vname}?"):
+            raise InstallError(f"the licence of {name} {vname} was not accepted (give --accept-licence)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InstallError(f"{root}: cannot create the models folder ({e.strerror or e})") from None
+    downloaded = None
+    if from_file is not None:
+        path = Path(from_file).expanduser()
+        if not path.is_file():
+            raise InstallError(f"--from {path}: no such file")
+        log(f"using {path} (no download)")
+    else:
+        downloaded = root / ".downloads" / Path(src_url.split("?")[0]).name
+        log(f"downloading {src_url}" + (f" (about {size_mb} MB)" if size_mb and not mirror else ""))
+        path = download(src_url, downloaded, progress)
+    digest = file_sha256(path)
+    if pinned and digest != pinned.lower():
+        if downloaded is not None:
+            downloaded.unlink(missing_ok=True)  # a corrupt download is of no use to a retry
+        raise InstallError(f"{path}: SHA-256 {digest} does not match the pinned {pinned}")
+    md5_ok = None
+    if md5:  # the publisher's own checksum of its file
+        import hashlib
+
+        h = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+        md5_ok = h.hexdigest() == md5
+        if not md5_ok and downloaded is not None and not mirror:
+            downloaded.unlink(missing_ok=True)
+            raise InstallError(f"{path}: MD5 {h.hexdigest()} is not the publisher's {md5}")
+        if not md5_ok:
+            log(f"note: {path.name} is not the publisher's file (MD5 {h.hexdigest()}, published {md5}); "
+                "installing it as given (the card says so)")
+    return Fetched(path, digest, downloaded, pinned, src_url, md5_ok)
+
+
 def install(
     name: str,
     version: str | None = None,
@@ -272,38 +335,27 @@ def install(
 ) -> Path:
     """Install registry model `name` into models_dir()/name; returns the folder. `url` and
     `sha256` override the entry's (a mirror; tests serve from 127.0.0.1)."""
+    from patou.models.detector_registry import detector_entry
+
+    try:
+        det = detector_entry(name, version)
+    except ValueError as e:
+        raise InstallError(str(e)) from None
+    if det is not None:  # MegaDetector, DeepFaune's YOLOv8s...: another converter, the same steps
+        from patou.convert.detector_install import install_detector
+
+        return install_detector(det, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
+                                skip_self_check=skip_self_check, int8=int8, check_dirs=check_dirs, url=url,
+                                sha256=sha256, keep_download=keep_download, progress=progress, log=log)
     entry = registry.get(name)
     vname, ver = entry.version(version)
     root = registry.models_dir()
     dest = root / name
-    if dest.exists():
-        raise InstallError(f"{name} is already installed in {dest}; `patou models remove {name}` first")
-    log(licence_text(entry, vname, ver))
-    if not accept_licence:
-        if confirm is None or not confirm(f"Accept the licence of {name} {vname}?"):
-            raise InstallError(f"the licence of {name} {vname} was not accepted (give --accept-licence)")
-    pinned = sha256 or ver.sha256
-    src_url = url or ver.url
-
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InstallError(f"{root}: cannot create the models folder ({e.strerror or e})") from None
-    downloaded = None
-    if from_file is not None:
-        path = Path(from_file).expanduser()
-        if not path.is_file():
-            raise InstallError(f"--from {path}: no such file")
-        log(f"using {path} (no download)")
-    else:
-        downloaded = root / ".downloads" / Path(src_url.split("?")[0]).name
-        log(f"downloading {src_url}" + (f" (about {ver.size_mb} MB)" if ver.size_mb and url is None else ""))
-        path = download(src_url, downloaded, progress)
-    digest = file_sha256(path)
-    if pinned and digest != pinned.lower():
-        if downloaded is not None:
-            downloaded.unlink(missing_ok=True)  # a corrupt download is of no use to a retry
-        raise InstallError(f"{path}: SHA-256 {digest} does not match the pinned {pinned}")
+    got = fetch(
+        name, vname, licence_text(entry, vname, ver), url or ver.url, sha256 or ver.sha256, ver.size_mb,
+        from_file=from_file, accept_licence=accept_licence, confirm=confirm, mirror=url is not None,
+        progress=progress, log=log)
+    path, digest, downloaded, pinned, src_url = got.path, got.sha256, got.downloaded, got.pinned, got.url
 
     tmp = root / f".{name}.installing-{os.getpid()}"
     tmp_int8 = root / f".{name}-int8.installing-{os.getpid()}"

@@ -134,3 +134,43 @@ def detections(raw: np.ndarray, g: Geometry, labels: list[str], *, objectness: b
         out.append(Detection(bbox=tuple(round(float(v), 4) for v in bbox), conf=round(float(score[k]), 4),
                              category=labels[lab[k]]))
     return out
+
+
+def _iou(a, b) -> float:
+    """IoU of two normalised [x, y, w, h] boxes."""
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def agree(ref: list[tuple], ours: list[tuple], nms_iou: float, conf_tol: float = 0.0015,
+          corner_tol: float = 2.5e-4) -> dict:
+    """Do two NMS outputs (category, conf, [x, y, w, h]) say the same? Boxes match one to one with
+    equal classes, confidences within `conf_tol` and IoU >= 0.99 (or, for boxes too thin for an IoU,
+    corners within `corner_tol`). Among boxes of equal score that overlap beyond the NMS threshold,
+    which one NMS keeps is arbitrary (a sort of ties; torch's is not stable): so a box left
+    unmatched is accepted only when the other side kept, in its place, a box of the same class and
+    at least its score that overlaps it beyond the threshold (the box that suppressed it). Anything
+    else is `unexplained`: a real difference."""
+    def same(a, b) -> bool:
+        return _iou(a, b) >= 0.99 or max(abs(x - y) for x, y in zip(a, b)) <= corner_tol
+
+    free, matched, left_ref = list(range(len(ours))), [], []
+    for r in sorted(ref, key=lambda r: -r[1]):
+        cands = [j for j in free if ours[j][0] == r[0] and abs(ours[j][1] - r[1]) <= conf_tol and same(r[2], ours[j][2])]
+        if cands:
+            j = max(cands, key=lambda j: _iou(r[2], ours[j][2]))
+            free.remove(j)
+            matched.append(_iou(r[2], ours[j][2]))
+        else:
+            left_ref.append(r)
+    left_ours = [ours[j] for j in free]
+
+    def suppressed_by(a, kept) -> bool:
+        return any(k[0] == a[0] and k[1] >= a[1] - conf_tol and _iou(k[2], a[2]) > nms_iou for k in kept)
+
+    unexplained = [("reference", r) for r in left_ref if not suppressed_by(r, ours)] + \
+                  [("other", o) for o in left_ours if not suppressed_by(o, ref)]
+    return {"matched": len(matched), "reference": len(ref), "other": len(ours), "tie_swaps": len(left_ref),
+            "unexplained": unexplained, "matched_by_corners": sum(v < 0.99 for v in matched)}
