@@ -56,22 +56,23 @@ CALIBRATION = "animl-py-southwest/examples/Southwest/2021-05-28_SYFR0041_deer.JP
 KEEP_TOP, KEEP_SPREAD = 300, 300  # raw anchors stored per photo
 
 # name -> how the publisher's file is made: family, yaml, scale or multiples, input size, MD metadata
+FULL = 0.0001  # anchors passing 0.5 on the calibration photo (see spread_scores)
 NETWORKS = {
-    "mdv5a": dict(family="yolov5", yaml="hub/yolov5x6.yaml", size=1280),
-    "mdv1000-redwood": dict(family="yolov5", yaml="hub/yolov5x6.yaml", size=1280, md="v1000.0.0-redwood"),
-    "mdv1000-spruce": dict(family="yolov5", yaml="yolov5s.yaml", size=640, md="v1000.0.0-spruce"),
-    "mdv1000-sorrel": dict(family="ultralytics", yaml="11/yolo11.yaml", scale="s", size=960, md="v1000.0.0-sorrel"),
-    "mdv1000-larch": dict(family="ultralytics", yaml="11/yolo11.yaml", scale="l", size=640, md="v1000.0.0-larch"),
-    "deepfaune-yolov8s_960": dict(family="ultralytics", yaml="v8/yolov8.yaml", scale="s", size=960, deepfaune=True),
+    "mdv5a": dict(family="yolov5", yaml="hub/yolov5x6.yaml", size=1280, passing=FULL),
+    "mdv1000-redwood": dict(family="yolov5", yaml="hub/yolov5x6.yaml", size=1280, md="v1000.0.0-redwood", passing=FULL),
+    "mdv1000-spruce": dict(family="yolov5", yaml="yolov5s.yaml", size=640, md="v1000.0.0-spruce", passing=FULL),
+    "mdv1000-sorrel": dict(family="ultralytics", yaml="11/yolo11.yaml", scale="s", size=960, md="v1000.0.0-sorrel", passing=FULL),
+    "mdv1000-larch": dict(family="ultralytics", yaml="11/yolo11.yaml", scale="l", size=640, md="v1000.0.0-larch", passing=FULL),
+    "deepfaune-yolov8s_960": dict(family="ultralytics", yaml="v8/yolov8.yaml", scale="s", size=960, deepfaune=True, passing=FULL),
 }
 # small widths of the same classes, for tests/data (a few hundred KB each)
 TINY = {
-    "yolov5-p6-tiny": dict(NETWORKS["mdv5a"], multiples=(0.33, 0.04)),
-    "yolov5-p5-tiny": dict(NETWORKS["mdv1000-spruce"], multiples=(0.33, 0.04), md="v1000.0.0-spruce"),
-    "yolov8-tiny": dict(NETWORKS["deepfaune-yolov8s_960"], scale="t", scales={"t": [0.33, 0.04, 1024]}),
-    "yolov11-tiny": dict(NETWORKS["mdv1000-sorrel"], scale="t", scales={"t": [0.5, 0.04, 1024]}),
+    "yolov5-p6-tiny": dict(NETWORKS["mdv5a"], multiples=(0.33, 0.04), passing=0.003),
+    "yolov5-p5-tiny": dict(NETWORKS["mdv1000-spruce"], multiples=(0.33, 0.04), md="v1000.0.0-spruce", passing=0.003),
+    "yolov8-tiny": dict(NETWORKS["deepfaune-yolov8s_960"], scale="t", scales={"t": [0.33, 0.04, 1024]}, passing=0.003),
+    "yolov11-tiny": dict(NETWORKS["mdv1000-sorrel"], scale="t", scales={"t": [0.5, 0.04, 1024]}, passing=0.003),
     # the 'l' scale switches C3k2 to C3k blocks: small widths of that path too
-    "yolov11l-tiny": dict(NETWORKS["mdv1000-larch"], scale="l", scales={"l": [0.5, 0.04, 512]}),
+    "yolov11l-tiny": dict(NETWORKS["mdv1000-larch"], scale="l", scales={"l": [0.5, 0.04, 512]}, passing=0.003),
 }
 
 
@@ -107,11 +108,12 @@ def _output_convs(model, spec: dict) -> list[tuple[torch.nn.Conv2d, str]]:
     return [(b[-1], "box") for b in head.cv2] + [(c[-1], "score") for c in head.cv3]
 
 
-def spread_scores(model, spec: dict, photo: Image.Image) -> None:
+def spread_scores(model, spec: dict, photo: Image.Image, passing: float = 0.003) -> None:
     """A random network scores every anchor about the same (~0.01: the publisher's bias init
     dominates). Rescale each head's output conv from its outputs on one real photo (letterboxed,
-    not one of the recorded photos): box logits to unit spread, score logits so that about 0.3 %
-    of that photo's anchors pass 0.5. (Flat regions such as a photo's black caption bar still
+    not one of the recorded photos): box logits to unit spread, score logits so that a fraction
+    `passing` of that photo's anchors pass 0.5 (0.3 % for the fixtures, 0.01 % for the full-size
+    networks, which have ten times the anchors and must give a handful of boxes per photo). (Flat regions such as a photo's black caption bar still
     give rows of equal scores, whose order in NMS is arbitrary, in the publishers' code as in
     patou's: the tests allow for such ties.) Scores then range over 0..1 and depend on the image, and NMS
     has real work to do. Still random weights; only their scale is set."""
@@ -122,6 +124,8 @@ def spread_scores(model, spec: dict, photo: Image.Image) -> None:
     hooks = [c.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.detach())) for k, (c, _) in enumerate(convs)]
     x = LetterBox(spec["size"], auto=True, stride=64)(image=np.asarray(photo)).astype(np.float32)
     with torch.no_grad():
+        model(torch.from_numpy(np.full_like(x, 114.0).transpose(2, 0, 1).copy())[None] / 255.0)
+        flat = {k: o[0].flatten(1).amax(1) for k, o in seen.items()}  # a flat grey input, its edges included
         model(torch.from_numpy(x.transpose(2, 0, 1).copy())[None] / 255.0)
     for h in hooks:
         h.remove()
@@ -137,7 +141,7 @@ def spread_scores(model, spec: dict, photo: Image.Image) -> None:
             score_rows[k] = list(range(z[k].shape[0]))
     pooled = torch.cat([z[k][rows].flatten() for k, rows in score_rows.items()])
     gain = 3.0
-    cut = float(torch.quantile(pooled[torch.randperm(len(pooled))[:200000]], 0.997)) * gain
+    cut = float(torch.quantile(pooled[torch.randperm(len(pooled))[:200000]], 1.0 - passing)) * gain
     with torch.no_grad():
         for k, (conv, kind) in enumerate(convs):
             o = seen[k][0].flatten(1)
@@ -145,6 +149,8 @@ def spread_scores(model, spec: dict, photo: Image.Image) -> None:
             g, shift = torch.full_like(mean, 1.5), torch.zeros_like(mean)
             for r in score_rows.get(k, []):
                 g[r], shift[r] = gain, -cut
+                if passing < 0.001:  # the full-size networks: nothing on flat grey, edges included
+                    shift[r] = -max(cut, float((flat[k][r] - mean[r]) / std[r]) * gain + 1.0)
             if kind == "yolov5":  # class logits: a spread, centred
                 for a in range(len(mean) // (nc + 5)):
                     g[a * (nc + 5) + 5: (a + 1) * (nc + 5)] = 2.0
@@ -181,7 +187,7 @@ def build(spec: dict, seed: int):
         model.names = dict(enumerate(NAMES))
     randomise_batchnorm(model, seed)
     model.eval()
-    spread_scores(model, spec, load_photo(CALIBRATION))
+    spread_scores(model, spec, load_photo(CALIBRATION), spec.get("passing", 0.003))
     return model
 
 
