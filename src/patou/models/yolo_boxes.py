@@ -151,8 +151,9 @@ def agree(ref: list[tuple], ours: list[tuple], nms_iou: float, conf_tol: float =
     corners within `corner_tol`). Among boxes of equal score that overlap beyond the NMS threshold,
     which one NMS keeps is arbitrary (a sort of ties; torch's is not stable): so a box left
     unmatched is accepted only when the other side kept, in its place, a box of the same class and
-    at least its score that overlaps it beyond the threshold (the box that suppressed it). Anything
-    else is `unexplained`: a real difference."""
+    at least its score that overlaps it beyond the threshold (the box that suppressed it), or when
+    it has no area left inside the image (NMS compared it unclipped). Anything else is
+    `unexplained`: a real difference."""
     def same(a, b) -> bool:
         return _iou(a, b) >= 0.99 or max(abs(x - y) for x, y in zip(a, b)) <= corner_tol
 
@@ -170,7 +171,11 @@ def agree(ref: list[tuple], ours: list[tuple], nms_iou: float, conf_tol: float =
     def suppressed_by(a, kept) -> bool:
         return any(k[0] == a[0] and k[1] >= a[1] - conf_tol and _iou(k[2], a[2]) > nms_iou for k in kept)
 
-    unexplained = [("reference", r) for r in left_ref if not suppressed_by(r, ours)] + \
-                  [("other", o) for o in left_ours if not suppressed_by(o, ref)]
+    def outside(a) -> bool:  # clipped to nothing: NMS saw it unclipped, no overlap can be told here
+        return a[2][2] * a[2][3] <= 0
+
+    unexplained = [("reference", r) for r in left_ref if not outside(r) and not suppressed_by(r, ours)] + \
+                  [("other", o) for o in left_ours if not outside(o) and not suppressed_by(o, ref)]
     return {"matched": len(matched), "reference": len(ref), "other": len(ours), "tie_swaps": len(left_ref),
-            "unexplained": unexplained, "matched_by_corners": sum(v < 0.99 for v in matched)}
+            "unexplained": unexplained, "matched_by_corners": sum(v < 0.99 for v in matched),
+            "outside_unmatched": sum(outside(a) for a in left_ref + left_ours)}
