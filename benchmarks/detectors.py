@@ -64,7 +64,7 @@ def full_decode(p: Path) -> Image.Image:
 
 
 def install(name: str, ckpt: Path, int8_check: Path | None) -> list[str]:
-    from patou.models.install import install as do_install
+    from patou.convert.install import install as do_install
 
     have = registry.installed()
     if name not in have:

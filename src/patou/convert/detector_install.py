@@ -25,8 +25,9 @@ from patou import __version__
 from patou.models import registry, yolo_boxes
 from patou.models.card import ModelCard
 from patou.models.detector_registry import DetectorEntry
-from patou.models.install import SAMPLES, InstallError, Log, Progress, fetch
+from patou.convert.fetch import InstallError, Log, Progress, fetch
 
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # the bundled demo photos
 SELF_CHECK_ANIMALS = ("ena24-8831-black-bear.jpg", "ena24-4383-grey-fox.jpg")
 RAW_TOLERANCE = 1e-3  # max |onnx - torch| on the raw predictions, relative to their largest value
 
@@ -137,26 +138,17 @@ def quantize(card: ModelCard, folder: Path, name: str, calibration, held_out, lo
     """int8 twin (static QDQ, per-channel 7-bit weights, as the bundled detector's), the Detect
     layer and its box decoding in float; kept only if every fp32 box >= the typical threshold on
     the held-out photos has its int8 box (IoU >= 0.5) and int8 adds none."""
-    from patou.train.quantize import _quantize, _write_card, card_figures, compare_detector
-
     import onnx
 
-    graph = onnx.load(str(card.onnx_path)).graph
-    layers = [int(m.group(1)) for n in graph.node if (m := re.match(r"/model\.(\d+)/", n.name))]
+    from patou.convert.quantize import card_figures, compare_detector, quantize_detector
+
+    layers = [int(m.group(1)) for n in onnx.load(str(card.onnx_path)).graph.node
+              if (m := re.match(r"/model\.(\d+)/", n.name))]
     if not layers:
         raise InstallError(f"{card.onnx_path.name}: no /model.N/ nodes to tell the head by")
-    last = max(layers)  # the Detect layer
-
-    def float_nodes(pre: Path) -> list[str]:  # the head: box regressions and scores must not share int8 scales
-        return [n.name for n in onnx.load(str(pre)).graph.node if f"/model.{last}/" in n.name]
-
-    from patou.models.detector import Detector
-
-    det = Detector(card, threads=None)
-    dst = folder / f"{name}.onnx"
-    inputs = [det.preprocess(img)[0] for _, img in calibration]
-    settings = _quantize(card.onnx_path, dst, inputs, det._input, float_nodes, "minmax")
-    q = _write_card(card, dst, settings)
+    # the head (the last layer, Detect): box regressions and scores must not share int8 scales
+    q = quantize_detector([img for _, img in calibration], folder, card=card, name=name,
+                          head_prefix=f"/model.{max(layers)}/")
     q.name = name
     q.save(q.path)
     fig = compare_detector(card, q, [img for _, img in held_out], card.extra["typical_detection_threshold"],

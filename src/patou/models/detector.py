@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from patou.models import yolo_boxes
-from patou.models.card import ASSETS, ModelCard
+from patou.models.nms import nms
+from patou.models.card import ASSETS, ModelCard, load_card
 from patou.models.runtime import cpu_session
 from patou.record import Detection
 
@@ -98,28 +99,6 @@ def decode(raw: np.ndarray, input_size: tuple[int, int], strides) -> np.ndarray:
     return out
 
 
-def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression. Returns indices of kept boxes, highest score first.
-    A box is dropped when its IoU with an already kept box is strictly greater than the threshold
-    (the torchvision rule YOLOX and zamba use). Ties in score keep the input order."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = iw * ih
-        union = area[i] + area[rest] - inter
-        # degenerate (zero-area) pairs have no meaningful overlap: count them as IoU 0, keep both
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 class Detector:
     """Runs a detection model card; boxes come back in original-image coordinates."""
 
@@ -132,7 +111,7 @@ class Detector:
         max_detections: int | None = None,
         input_size: int | None = None,
     ):
-        self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
+        self.card = load_card(card, DEFAULT_CARD)
         if self.card.task != "detection":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a detection model")
         # YOLOX is fully convolutional: a model exported with free height/width runs at any

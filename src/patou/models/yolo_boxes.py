@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from patou.models.nms import nms
+from patou.record import Detection
+
 PAD_VALUE = 114
 MAX_DETECTIONS = 300
 
@@ -108,9 +111,6 @@ def detections(raw: np.ndarray, g: Geometry, labels: list[str], *, objectness: b
                max_detections: int = MAX_DETECTIONS) -> list:
     """One image's decoded output -> Detections (normalised [x, y, w, h] on the letterboxed image),
     highest conf first."""
-    from patou.models.detector import nms  # detector imports this module
-    from patou.record import Detection
-
     label, conf = scores(raw, objectness)
     # filtering before NMS is exact: a box is only ever suppressed by a higher-scoring one
     sel = np.flatnonzero(conf >= min_conf)
