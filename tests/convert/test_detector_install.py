@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 from patou.models import registry  # noqa: E402
 from patou.convert import install as inst  # noqa: E402

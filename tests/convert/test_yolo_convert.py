@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 from patou.convert import yolo  # noqa: E402
 from patou.convert import unpickle  # noqa: E402

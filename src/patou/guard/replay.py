@@ -175,6 +175,7 @@ def replay(
     event_gap: float = OPTIONS.event_gap,
     labels: str | Path | None = OPTIONS.labels,
     fast: bool = OPTIONS.fast,
+    detector: str | None = OPTIONS.detector,
     threads: int | None = OPTIONS.threads,
     flip: bool = OPTIONS.flip,
     site_depth: int | None = OPTIONS.site_depth,
@@ -184,7 +185,7 @@ def replay(
     """Score the photos, simulate the guard, print what would fire and (with labels) the figures."""
     threshold = OPTIONS.threshold if threshold is None else threshold
     photos = [Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])]
-    models = models or Analyser(model, threads=threads, flip=flip, fast=fast)
+    models = models or Analyser(model, threads=threads, flip=flip, fast=fast, detector=detector)
     if target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
     labels_path = Path(labels) if labels else (photos[0] / "LABELS.csv" if photos[0].is_dir() else None)

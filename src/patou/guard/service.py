@@ -54,6 +54,7 @@ class Guard:
         db: str | Path = OPTIONS.db,
         archive: str | Path | None = OPTIONS.archive,
         fast: bool = OPTIONS.fast,
+        detector: str | None = OPTIONS.detector,
         threads: int | None = OPTIONS.threads,
         flip: bool = OPTIONS.flip,
         settle: float = OPTIONS.settle,
@@ -75,7 +76,7 @@ class Guard:
         self.max_age, self.site_depth, self.log = max_age, site_depth, log
         self.partial_grace = partial_grace
         self.actions = [parse_action(a, action_timeout, pin_factory=pin_factory) for a in actions]
-        self.models = models or Analyser(model, threads=threads, flip=flip, fast=fast)
+        self.models = models or Analyser(model, threads=threads, flip=flip, fast=fast, detector=detector)
         if target not in self.models.classifier.labels:
             raise ValueError(f"--target {target!r} is not a label of the model "
                              f"({', '.join(self.models.classifier.labels)})")
