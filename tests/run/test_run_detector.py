@@ -94,7 +94,7 @@ def test_megadetector_own_validator_accepts_it(real, detector_run):
 
 def test_unknown_or_wrong_detector_is_one_line(tmp_path, monkeypatch, real):
     monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path / "none"))
-    with pytest.raises(ValueError, match="mdv5a"):
+    with pytest.raises(ValueError, match="--detector mdv5a: no such folder, and no installed detector"):
         patou.run([real / FOLDER], out=tmp_path / "o", detector="mdv5a", log=lambda m: None)
     p = subprocess.run([sys.executable, "-m", "patou.cli", "run", str(real / FOLDER), "--out", str(tmp_path / "o2"),
                         "--detector", "mdv5a"], capture_output=True, text=True, timeout=300,

@@ -23,6 +23,13 @@ def detector_card(name: str | None, fast: bool = False):
             raise ValueError(f"--detector {name} --fast: {name}-int8 is not installed (`patou models install ... "
                              "--int8` installs it when it keeps the fp32 boxes)")
         name = f"{name}-int8"
+    from pathlib import Path
+
+    from ..models.registry import models_dir
+
+    if not Path(name).expanduser().exists() and name not in installed():
+        raise ValueError(f"--detector {name}: no such folder, and no installed detector of that name in {models_dir()} "
+                         "(`patou models list` shows the installable ones: patou models install megadetector ...)")
     card = ModelCard.load(name)  # an installed model's name, or a folder
     if card.task != "detection":
         raise ValueError(f"--detector {name}: {card.name} is a {card.task} model, not a detector")
