@@ -33,7 +33,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from contextlib import redirect_stdout
 from pathlib import Path

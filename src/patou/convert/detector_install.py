@@ -12,7 +12,6 @@ self-check asks for an animal on the demo bear and fox at the publisher's typica
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -25,7 +24,7 @@ from patou import __version__
 from patou.models import registry, yolo_boxes
 from patou.models.card import ModelCard
 from patou.models.detector_registry import DetectorEntry
-from patou.convert.fetch import InstallError, Log, Progress, fetch
+from patou.convert.fetch import InstallError, Log, Progress, building, fetch
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # the bundled demo photos
 SELF_CHECK_ANIMALS = ("ena24-8831-black-bear.jpg", "ena24-4383-grey-fox.jpg")
@@ -173,11 +172,7 @@ def install_detector(entry: DetectorEntry, *, from_file=None, accept_licence=Fal
     dest, dest_int8 = root / name, root / f"{name}-int8"
     if int8 and dest_int8.exists():
         raise InstallError(f"{name}-int8 is already installed; `patou models remove {name}-int8` first")
-    tmp = root / f".{name}.installing-{os.getpid()}"
-    tmp_int8 = root / f".{name}-int8.installing-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    with building(root, name) as (tmp, tmp_int8):
         t0 = time.perf_counter()
         log(f"reading {got.path.name} (no code from the file runs) and building {entry.architecture} from its yaml")
         from patou.convert import yolo
@@ -226,13 +221,6 @@ def install_detector(entry: DetectorEntry, *, from_file=None, accept_licence=Fal
             tmp_int8.rename(dest_int8)  # the only steps that make models visible, and they are renames
             log(f"also installed {name}-int8 in {dest_int8}")
         tmp.rename(dest)
-    except RuntimeError as e:  # torch's export or ORT on a network it cannot run
-        raise InstallError(f"conversion of {name} failed: {str(e).splitlines()[0][:300]}") from None
-    except OSError as e:
-        raise InstallError(f"install of {name} failed: {e.strerror or e} ({getattr(e, 'filename', '') or root})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp_int8, ignore_errors=True)
     if got.downloaded is not None and not keep_download:
         got.downloaded.unlink(missing_ok=True)
     log(f"installed {name} in {dest}")

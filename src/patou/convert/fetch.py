@@ -13,6 +13,7 @@ import re
 import shutil
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -179,3 +180,23 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError, OSError):  # someone else's process (or an odd number): keep
         return True
     return True
+
+
+@contextmanager
+def building(root: Path, name: str):
+    """The hidden temp folders an install builds NAME (and NAME-int8) in, removed whatever happens;
+    torch's export, ONNX Runtime and the disk's errors become one InstallError line. Renaming a
+    temp folder into place is the only step that makes a model visible."""
+    tmp = root / f".{name}.installing-{os.getpid()}"
+    tmp_int8 = root / f".{name}-int8.installing-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp, tmp_int8
+    except RuntimeError as e:  # torch's export or ORT on a network it cannot run
+        raise InstallError(f"conversion of {name} failed: {str(e).splitlines()[0][:300]}") from None
+    except OSError as e:
+        raise InstallError(f"install of {name} failed: {e.strerror or e} ({getattr(e, 'filename', '') or root})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp_int8, ignore_errors=True)

@@ -10,7 +10,6 @@ for the conversion; the installed model runs on ONNX Runtime like the bundled on
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from patou.models.registry import Entry, Version
 from patou.record import ImageRecord
 # the steps every install shares (download, licence, checksums, stale temp folders): fetch.py
 from patou.convert.fetch import (  # noqa: F401  (re-exported: install.download, install.InstallError...)
-    CHUNK, Fetched, InstallError, Log, Progress, clean_stale_installs, download, fetch,
+    CHUNK, Fetched, InstallError, Log, Progress, building, clean_stale_installs, download, fetch,
 )
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -237,11 +236,7 @@ def install(
         progress=progress, log=log)
     path, digest, downloaded, pinned, src_url = got.path, got.sha256, got.downloaded, got.pinned, got.url
 
-    tmp = root / f".{name}.installing-{os.getpid()}"
-    tmp_int8 = root / f".{name}-int8.installing-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    with building(root, name) as (tmp, tmp_int8):
         t0 = time.perf_counter()
         log("converting to ONNX")
         model = load_checkpoint(path, entry, ver)
@@ -304,13 +299,6 @@ def install(
                 raise InstallError(f"{name}-int8 is already installed; `patou models remove {name}-int8` first")
             tmp_int8.rename(root / f"{name}-int8")
         tmp.rename(dest)
-    except RuntimeError as e:  # torch's export or ORT on a network it cannot run
-        raise InstallError(f"conversion of {name} failed: {str(e).splitlines()[0][:300]}") from None
-    except OSError as e:
-        raise InstallError(f"install of {name} failed: {e.strerror or e} ({getattr(e, 'filename', '') or root})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp_int8, ignore_errors=True)
     if downloaded is not None and not keep_download:
         downloaded.unlink(missing_ok=True)  # ours, and 1.2 GB: the card keeps its SHA-256
     log(f"installed {name} {vname} in {dest}")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from patou.convert.yolo_layers import (
-    C2PSA, C3, SPPF, Bottleneck, C2f, C3k2, Concat, Conv, DWConv, Graph, LayoutError, literal, make_divisible, repeat,
+    C2PSA, C3, SPPF, Bottleneck, C2f, C3k2, Conv, DWConv, Graph, LayoutError, build_graph,
 )
 
 # yaml module name -> (class, whether its 'repeats' is an argument inside it)
@@ -101,43 +101,15 @@ def build(cfg: dict, strides: list[float], legacy_head: bool) -> Graph:
     if cfg.get("end2end"):
         raise LayoutError("Ultralytics yaml: end-to-end (NMS-free) heads are not supported")
     scale = cfg.get("scale")
-    layers, froms, ch = [], [], [3]
-    for i, row in enumerate(rows):
-        try:
-            f, n, name, args = row
-        except (TypeError, ValueError):
-            raise LayoutError(f"Ultralytics yaml row {i}: {row!r} is not [from, repeats, module, args]") from None
-        args = [literal(a, {"nc": nc}) for a in args]
-        n = max(round(n * depth), 1) if n > 1 else n
-        c_in = ch[f] if isinstance(f, int) else None
-        if name in MODULES:
-            cls, repeats = MODULES[name]
-            c2 = make_divisible(min(args[0], max_ch) * width, 8)
-            args = [c_in, c2, *args[1:]]
-            if repeats:
-                args.insert(2, n)
-                n = 1
-            if cls is C3k2 and scale in ("m", "l", "x"):
-                args[3:4] = [True]  # c3k at the larger scales, whatever the row says
-            m = repeat(lambda: cls(*args), n)
-        elif name == "nn.Upsample":
-            size, scale_factor, mode = (list(args) + [None, None, "nearest"])[:3]
-            m, c2 = nn.Upsample(size=size, scale_factor=scale_factor, mode=mode), c_in
-        elif name == "Concat":
-            m, c2 = Concat(*args), sum(ch[x] for x in f)
-        elif name == "Detect":
-            if i != len(rows) - 1:
-                raise LayoutError(f"Ultralytics yaml row {i}: Detect must be the last row")
-            if len(strides) != len(f):
-                raise LayoutError(f"Detect over {len(f)} levels but the checkpoint gives {len(strides)} strides")
-            m, c2 = Detect(nc, [ch[x] for x in f], strides, int(cfg.get("reg_max", 16)), legacy_head), None
-        else:
-            raise LayoutError(f"Ultralytics yaml row {i}: module {name!r} is not supported")
-        layers.append(m)
-        froms.append(f)
-        if i == 0:
-            ch = []
-        ch.append(c2)
-    if not isinstance(layers[-1], Detect):
-        raise LayoutError("Ultralytics yaml: no Detect row")
-    return Graph(layers, froms)
+
+    def head(froms, channels):
+        if len(strides) != len(froms):
+            raise LayoutError(f"Detect over {len(froms)} levels but the checkpoint gives {len(strides)} strides")
+        return Detect(nc, channels, strides, int(cfg.get("reg_max", 16)), legacy_head)
+
+    def adjust(cls, args):
+        if cls is C3k2 and scale in ("m", "l", "x"):
+            args[3:4] = [True]  # c3k at the larger scales, whatever the row says (Ultralytics' rule)
+        return args
+
+    return build_graph(rows, nc, MODULES, depth, width, head, what="Ultralytics", max_channels=max_ch, adjust=adjust)

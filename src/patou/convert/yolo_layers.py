@@ -268,6 +268,52 @@ def repeat(make, n: int) -> nn.Module:
     return nn.Sequential(*(make() for _ in range(n))) if n > 1 else make()
 
 
+def build_graph(rows: list, nc: int, modules: dict, depth: float, width: float, head, *, what: str,
+                max_channels: float = float("inf"), keep_width=lambda c: False, adjust=lambda cls, args: args) -> Graph:
+    """The layer graph of yaml rows `[from, number, module, args]`, as both families parse them:
+    `number` scaled by `depth` (kept at 1), channels capped at `max_channels`, scaled by `width` and
+    rounded up to a multiple of 8 (unless `keep_width(c)`); a repeating module takes the number as
+    its argument, any other is repeated in a Sequential. `head(froms, channels)` makes the last
+    row's Detect; `adjust(cls, args)` a family's own argument rule."""
+    layers, froms, ch = [], [], [3]
+    for i, row in enumerate(rows):
+        try:
+            f, n, name, args = row
+        except (TypeError, ValueError):
+            raise LayoutError(f"{what} yaml row {i}: {row!r} is not [from, number, module, args]") from None
+        args = [literal(a, {"nc": nc}) for a in args]
+        n = max(round(n * depth), 1) if n > 1 else n
+        c_in = ch[f] if isinstance(f, int) else None
+        if name in modules:
+            cls, repeats = modules[name]
+            c2 = args[0] if keep_width(args[0]) else make_divisible(min(args[0], max_channels) * width, 8)
+            args = [c_in, c2, *args[1:]]
+            if repeats:
+                args.insert(2, n)
+                n = 1
+            args = adjust(cls, args)
+            m = repeat(lambda: cls(*args), n)
+        elif name == "nn.Upsample":
+            size, scale, mode = (list(args) + [None, None, "nearest"])[:3]
+            m, c2 = nn.Upsample(size=size, scale_factor=scale, mode=mode), c_in
+        elif name == "Concat":
+            m, c2 = Concat(*args), sum(ch[x] for x in f)
+        elif name == "Detect":
+            if i != len(rows) - 1:
+                raise LayoutError(f"{what} yaml row {i}: Detect must be the last row")
+            m, c2 = head(f, [ch[x] for x in f]), None
+        else:
+            raise LayoutError(f"{what} yaml row {i}: module {name!r} is not supported")
+        layers.append(m)
+        froms.append(f)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    if not rows or rows[-1][2] != "Detect":
+        raise LayoutError(f"{what} yaml: no Detect row")
+    return Graph(layers, froms)
+
+
 # ------------------------------------------------------------------ what the yaml does not say
 _ACTIVATIONS = {
     "torch.nn.modules.activation.SiLU": lambda a: nn.SiLU(),

@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from patou.convert.yolo_layers import (
-    C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, Graph, LayoutError, literal, make_divisible, repeat,
-)
+from patou.convert.yolo_layers import C3, SPP, SPPF, Bottleneck, Conv, DWConv, Focus, Graph, LayoutError, build_graph
 
 # yaml module name -> (class, whether its 'number' is a repeat argument inside it)
 MODULES = {"Conv": (Conv, False), "DWConv": (DWConv, False), "Focus": (Focus, False), "Bottleneck": (Bottleneck, False),
@@ -68,43 +66,11 @@ def build(cfg: dict, strides: list[float]) -> Graph:
     if not isinstance(anchors, list):
         raise LayoutError("YOLOv5 yaml: anchors given as a count, not the list the checkpoint would hold")
     na = len(anchors[0]) // 2
-    layers, froms, ch = [], [], [3]
-    for i, row in enumerate(rows):
-        try:
-            f, n, name, args = row
-        except (TypeError, ValueError):
-            raise LayoutError(f"YOLOv5 yaml row {i}: {row!r} is not [from, number, module, args]") from None
-        args = [literal(a, {"nc": nc}) for a in args]
-        n = max(round(n * gd), 1) if n > 1 else n
-        c_in = ch[f] if isinstance(f, int) else None
-        if name in MODULES:
-            cls, repeats = MODULES[name]
-            c2 = args[0]
-            if c2 != na * (nc + 5):
-                c2 = make_divisible(c2 * gw, 8)
-            args = [c_in, c2, *args[1:]]
-            if repeats:
-                args.insert(2, n)
-                n = 1
-            m = repeat(lambda: cls(*args), n)
-        elif name == "nn.Upsample":
-            size, scale, mode = (list(args) + [None, None, "nearest"])[:3]
-            m, c2 = nn.Upsample(size=size, scale_factor=scale, mode=mode), c_in
-        elif name == "Concat":
-            m, c2 = Concat(*args), sum(ch[x] for x in f)
-        elif name == "Detect":
-            if i != len(rows) - 1:
-                raise LayoutError(f"YOLOv5 yaml row {i}: Detect must be the last row")
-            if len(strides) != len(f):
-                raise LayoutError(f"Detect over {len(f)} levels but the checkpoint gives {len(strides)} strides")
-            m, c2 = Detect(nc, anchors, [ch[x] for x in f], strides), None
-        else:
-            raise LayoutError(f"YOLOv5 yaml row {i}: module {name!r} is not supported")
-        layers.append(m)
-        froms.append(f)
-        if i == 0:
-            ch = []
-        ch.append(c2)
-    if not isinstance(layers[-1], Detect):
-        raise LayoutError("YOLOv5 yaml: no Detect row")
-    return Graph(layers, froms)
+
+    def head(froms, channels):
+        if len(strides) != len(froms):
+            raise LayoutError(f"Detect over {len(froms)} levels but the checkpoint gives {len(strides)} strides")
+        return Detect(nc, anchors, channels, strides)
+
+    # a row whose width is the output's (na * (5 + nc)) is not scaled: YOLOv5's rule
+    return build_graph(rows, nc, MODULES, gd, gw, head, what="YOLOv5", keep_width=lambda c: c == na * (nc + 5))
