@@ -15,7 +15,7 @@ from patou.media import scan
 from patou.timestamps import filename_time, parse_time_source
 
 from heron import HERON, heron_boxes
-from md_validator import validate
+from megadetector_check import megadetector_report
 
 
 def md_file(path: Path, images: list[dict], **info) -> Path:
@@ -63,8 +63,9 @@ def test_md_boxes_make_every_heron_frame_non_empty_and_survive(real, heron_run):
 
 
 def test_megadetector_own_validator_accepts_the_output(real, heron_run):
+    """megadetector-utils' validate_batch_results (tests/megadetector_check.py)."""
     result, _ = heron_run
-    report = validate(result.out / "megadetector.json", real / HERON / "media")
+    report = megadetector_report(result.out / "megadetector.json", real / HERON / "media")
     assert report["errors"] == [] and report["warnings"] == [], report
 
 

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.slow]
 import patou  # noqa: E402
 from patou.convert.install import install  # noqa: E402
 from patou.models import registry  # noqa: E402
-from md_validator import validate  # noqa: E402
+from megadetector_check import megadetector_report  # noqa: E402
 from yolo_fixtures import DATA  # noqa: E402
 
 FOLDER = "speciesnet-cameratrapai/test_data"
@@ -75,7 +75,7 @@ def test_megadetector_json_names_the_detector(detector_run):
 
 def test_megadetector_own_validator_accepts_it(real, detector_run):
     result, _ = detector_run
-    report = validate(result.out / "megadetector.json", real / FOLDER)
+    report = megadetector_report(result.out / "megadetector.json", real / FOLDER)
     assert report["errors"] == [] and report["warnings"] == [], report
 
 
