@@ -111,7 +111,7 @@ def run(
             log(f"warning: {p}")
         for n in notes:
             log(n)
-        detection_threshold, threshold_from = choose_detection_threshold(opts, boxes)
+        detection_threshold, threshold_from = choose_detection_threshold(opts, boxes, analyser.detector_boxes)
         t_scan = time.perf_counter()
 
         checkpoint = Checkpoint(folder.checkpoint, analyser.fingerprint(detection_threshold))
@@ -187,14 +187,18 @@ def scan_inputs(inputs: list[Path], folder: RunFolder, opts: RunOptions, finishe
     return records, problems
 
 
-def choose_detection_threshold(opts: RunOptions, boxes: BoxSource | None) -> tuple[float, str | None]:
-    """--detection-threshold, else the MegaDetector file's typical threshold, else 0.2; and where
-    it came from when not from the user."""
+def choose_detection_threshold(opts: RunOptions, boxes: BoxSource | None,
+                               detector: BoxSource | None = None) -> tuple[float, str | None]:
+    """--detection-threshold, else the MegaDetector file's typical threshold, else the installed
+    detector's (`--detector`: its publisher's), else 0.2; and where it came from when not from the user."""
     if opts.detection_threshold is not None:
         return opts.detection_threshold, None
     typical = getattr(boxes, "typical_threshold", None)
     if typical is not None:
         return typical, f"typical_detection_threshold of {opts.detections}"
+    typical = getattr(detector, "typical_threshold", None)
+    if typical is not None:
+        return typical, f"typical_detection_threshold of --detector {opts.detector}"
     return DETECTION_THRESHOLD, None
 
 

@@ -133,6 +133,11 @@ def site_depth_field(help: str):
     return option(None, help, cli=int)
 
 
+def detector_field(help: str = "An installed detector (patou models install megadetector): its boxes instead of "
+                   "the bundled detector's; person and vehicle boxes are labelled without the classifier."):
+    return option(None, help, flags=("--detector",), cli=str)
+
+
 def fast_field(help: str):
     return option(False, help, flags=("--fast",), cli=bool)
 
@@ -209,10 +214,10 @@ class RunOptions(Options):
     model: Optional[str] = model_field(
         "Classifier folder (model .onnx + card .json) or an installed model's name (patou models); default: "
         "bundled ImageNet roll-up.")
-    # None: the --detections file's typical threshold, else DETECTION_THRESHOLD (api.py decides)
+    # None: the --detections file's or the --detector's typical threshold, else DETECTION_THRESHOLD (api.py decides)
     detection_threshold: Optional[float] = detection_threshold_field(
         f"Boxes below this detector confidence are ignored; no box left = empty [default: {DETECTION_THRESHOLD}, "
-        "or the --detections file's typical threshold].", default=None)
+        "or the --detections file's or the --detector's typical threshold].", default=None)
     threshold: float | str = option(
         THRESHOLD, "Class score below which the label is 'undefined'; per class: bear=0.3,wolf=0.6,0.5 (classes, "
         "then the default).", cli=str, cli_default=str(THRESHOLD))
@@ -225,6 +230,7 @@ class RunOptions(Options):
     no_detector: bool = option(
         False, "Inputs are crops of one animal: each photo is one whole-image box, classified as usual.",
         flags=("--no-detector",), cli=bool)
+    detector: Optional[str] = detector_field()
     time_source: str = option(
         TIME_SOURCE, "Where capture times come from, in order: exif, filename, mtime (mtime is opt-in: copies "
         "reset it).", cli=str)
@@ -298,6 +304,8 @@ class RunOptions(Options):
             raise ValueError("--address and --workers need --engine ray")
         if self.detections and self.no_detector:
             raise ValueError("--detections and --no-detector exclude each other")
+        if self.detector and self.no_detector:
+            raise ValueError("--detector and --no-detector exclude each other")
 
 
 @dataclass(frozen=True)
@@ -340,6 +348,7 @@ class GuardOptions(Options):
         None, "With --replay: the truth, to measure recall and false triggers: a CSV (path, label_norm|label), "
         "Timelapse CSV, COCO Camera Traps, Wildlife Insights images.csv or Camtrap DP package [default: "
         "PHOTOS_DIR/LABELS.csv].", flags=("--labels", "--truth"), cli=Path)
+    detector: Optional[str] = detector_field()
     fast: bool = fast_field(
         "Use the int8 detector (for slow boards; see docs/guard.md: it costs recall margin on night bears).")
     threads: Optional[int] = threads_field("CPU threads for inference (default: all cores).")
@@ -411,6 +420,8 @@ class TrainOptions(Options):
         3, "Stop after this many fine-tuning epochs without better balanced accuracy.", cli=int)
     seed: int = option(0, cli=int)
     no_crop: bool = option(False, "Train on whole images instead of detector crops.", flags=("--no-crop",), cli=bool)
+    detector: Optional[str] = detector_field("An installed detector (patou models install megadetector) for the crops "
+                                             "instead of the bundled one.")
     event_gap: float = event_gap_field("Seconds between shots of one site that are one event.")
     cache_dir: Optional[str] = option(
         None, "Where detector crops are cached (default ~/.cache/patou/crops).", cli=Path)

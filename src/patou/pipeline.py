@@ -48,21 +48,22 @@ class Analyser:
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
                  fast: bool = False, video: VideoSampling | None = None, boxes: BoxSource | None = None,
                  detector_size: str | int | None = None, max_pixels: int | None = None,
-                 images_at_once: int | None = 1):
+                 images_at_once: int | None = 1, detector: str | None = None):
         """`threads`: CPU threads in all (default: every core). `images_at_once`: images `process`
         analyses side by side, each session call then on threads // images_at_once threads; None:
         one image per thread. One image at a time with every thread is the shortest wait for one
         photo (the guard); one per thread is the most photos per second (a batch run): single-thread
         calls never wait for a parallel op's slowest thread, and one image's decoding overlaps the
         other's inference with nothing to schedule (measured: benchmarks/throughput.py).
-        `boxes`: where the boxes come from instead of the bundled detector, for the files it covers
-        (a MegaDetector file, --no-detector; see patou/boxes)."""
+        `boxes`: where the boxes come from instead of the detector, for the files it covers
+        (a MegaDetector file, --no-detector; see patou/boxes). `detector`: an installed detector's
+        name (`--detector mdv5a`) instead of the bundled one."""
         self.max_pixels = max_pixels  # decode cap (media.MAX_PIXELS when None)
         total = threads or os.cpu_count() or 1
         self.images_at_once = max(1, min(int(images_at_once or total), total))
         if self.images_at_once > 1:
             threads = max(1, total // self.images_at_once)
-        self.detector = bundled_detector(fast, threads, detector_size)
+        self.detector = bundled_detector(fast, threads, detector_size, detector)
         self.detector_boxes = DetectorBoxes(self.detector)
         # decode at least as large as the detector input (a 1280 input fed from 1024 px gains nothing)
         self.decode_side = max(DECODE_SIDE, self.detector.input_size[0], self.detector.input_size[1])
@@ -76,7 +77,8 @@ class Analyser:
         return cls(options.model, threads=options.threads, flip=options.flip, fast=options.fast,
                    video=VideoSampling(options.video_fps, options.video_frames), boxes=boxes,
                    detector_size=options.detector_size, max_pixels=options.max_pixels,
-                   images_at_once=options.images_at_once if options.engine != "ray" else 1)
+                   images_at_once=options.images_at_once if options.engine != "ray" else 1,
+                   detector=options.detector)
 
     def fingerprint(self, detection_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""

@@ -19,6 +19,7 @@ def list_cmd() -> None:
     """Bundled, installed and installable models: task, classes, size, licence, source."""
     from patou.models.card import ASSETS, ModelCard
     from patou.convert.install import clean_stale_installs, describe_installed
+    from patou.models.detector_registry import DETECTORS, FAMILIES
     from patou.models.registry import REGISTRY, models_dir
 
     for gone in clean_stale_installs():
@@ -39,6 +40,13 @@ def list_cmd() -> None:
             rows.append((e.name, "installable" + ("+installed" if (e.name, v) in done else ""), e.task,
                          v + ("*" if v == e.default_version else ""), str(len(ver.classes)),
                          f"~{ver.size_mb}" if ver.size_mb else "?", f"{ver.licence}; {ver.url}"))
+    families = {n: f for f, (versions, _) in FAMILIES.items() for n in versions.values()}
+    for e in DETECTORS.values():  # `patou models install megadetector --version 1000-sorrel` installs mdv1000-sorrel
+        how = f"{families[e.name]} --version {next(v for v, n in FAMILIES[families[e.name]][0].items() if n == e.name)}" \
+            if e.name in families else e.name
+        rows.append((e.name, "installable" + ("+installed" if e.name in {r["name"] for r in installed} else ""),
+                     e.task, e.megadetector_version or "1", str(len(e.classes)), f"~{e.size_mb}" if e.size_mb else "?",
+                     f"install: {how}; {e.architecture} @ {e.input_size}; {e.licence[:60]}...; {e.url}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:  # plain lines: whole in a pipe or a log, where a table would wrap
         print("  ".join(x.ljust(w) for x, w in zip(r, widths)) + "  " + r[6])
@@ -47,7 +55,7 @@ def list_cmd() -> None:
 
 @app.command("install")
 def install_cmd(
-    name: str = typer.Argument(..., help="A registry model, e.g. deepfaune (see `patou models list`)."),
+    name: str = typer.Argument(..., help="A registry model, e.g. deepfaune, megadetector (see `patou models list`)."),
     version: Optional[str] = typer.Option(None, "--version", help="Model version (default: the newest)."),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Use this downloaded checkpoint instead of downloading (no network)."),
     accept_licence: bool = typer.Option(False, "--accept-licence", help="Accept the model's licence without asking."),

@@ -12,6 +12,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Individual re-identification: which known animal is this?")
 
 _NO_DET = typer.Option(False, "--no-detector", help="The photos are crops already: embed them whole (square-padded).")
+_DET = typer.Option(None, "--detector", help="An installed detector (patou models install megadetector) for the crops.")
 _THREADS = typer.Option(None, help="CPU threads (default: all cores).")
 _CACHE = typer.Option(None, help="Embedding cache folder (default ~/.cache/patou/reid).")
 _FUSE = typer.Option(None, "--fuse", help="Fuse --model (weight W, 0..1) with the bundled untrained features (1 - W); choose W per model on validation (benchmarks/reid.py --sweep).")
@@ -24,6 +25,7 @@ def train_cmd(
     known_dir: Path = typer.Argument(..., help="KNOWN_DIR/<individual_id>/*.jpg: the leaf folder names the animal."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.onnx + model.json, history.csv, split.csv)."),
     no_detector: bool = _NO_DET,
+    detector: Optional[str] = _DET,
     epochs: int = typer.Option(10, help="Passes over the training photos (one cached augmented view each)."),
     views: int = typer.Option(6, help="Augmented views per photo computed through the frozen blocks."),
     cut: int = typer.Option(14, help="EfficientNet-Lite0 blocks kept frozen (of 16); the rest learn."),
@@ -43,7 +45,7 @@ def train_cmd(
     except ModuleNotFoundError as e:
         fail(f"training needs torch ({e.name} missing): pip install 'patou[train]'")
     try:
-        train(known_dir, out, no_detector=no_detector, epochs=epochs, views=views, cut=cut, dim=dim,
+        train(known_dir, out, no_detector=no_detector, detector=detector, epochs=epochs, views=views, cut=cut, dim=dim,
               image_size=image_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
               resume=resume, threads=threads, log=log_to(quiet))
     except (ValueError, OSError) as e:
@@ -58,6 +60,7 @@ def search_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help="Embedding model (folder or card); default: the bundled classifier's untrained features (see --pool)."),
     top_k: int = typer.Option(5, "--top-k", help="Candidates per photo."),
     no_detector: bool = _NO_DET,
+    detector: Optional[str] = _DET,
     new_threshold: Optional[float] = typer.Option(None, help="Best score under which a photo is a new individual (default: the card's, chosen on validation; none with --fuse or --rerank)."),
     fuse: Optional[float] = _FUSE,
     pool: str = _POOL,
@@ -71,7 +74,7 @@ def search_cmd(
     from patou.reid.ranking import search
 
     try:
-        search(photos, gallery, out, model=model, top_k=top_k, no_detector=no_detector, new_threshold=new_threshold,
+        search(photos, gallery, out, model=model, top_k=top_k, no_detector=no_detector, detector=detector, new_threshold=new_threshold,
                cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank, log=log_to(quiet))
     except NothingToDo as e:
         error(e)
@@ -86,6 +89,7 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, worst_queries.png)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Embedding model; default: the bundled classifier's untrained features (see --pool)."),
     no_detector: bool = _NO_DET,
+    detector: Optional[str] = _DET,
     split: Optional[Path] = typer.Option(None, "--split", help="CSV with path + a column saying query/gallery (default: one sequence per individual is the query)."),
     split_column: str = typer.Option("side", help="The --split column holding query/gallery."),
     seed: int = typer.Option(0),
@@ -101,7 +105,7 @@ def evaluate_cmd(
     from patou.reid.evaluation import evaluate
 
     try:
-        m = evaluate(data, out, model=model, no_detector=no_detector, split_csv=split, split_column=split_column,
+        m = evaluate(data, out, model=model, no_detector=no_detector, detector=detector, split_csv=split, split_column=split_column,
                      seed=seed, cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank,
                      log=log_to(quiet))
     except (ValueError, OSError) as e:

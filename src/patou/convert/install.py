@@ -10,12 +10,8 @@ for the conversion; the installed model runs on ONNX Runtime like the bundled on
 from __future__ import annotations
 
 import csv
-import os
-import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -23,77 +19,20 @@ from typing import Callable
 import numpy as np
 
 from patou import __version__
-from patou.digest import file_sha256
 from patou.options import DETECTION_THRESHOLD
 from patou.models import registry
 from patou.models.card import ModelCard
 from patou.models.registry import Entry, Version
 from patou.record import ImageRecord
+# the steps every install shares (download, licence, checksums, stale temp folders): fetch.py
+from patou.convert.fetch import (  # noqa: F401  (re-exported: install.download, install.InstallError...)
+    CHUNK, Fetched, InstallError, Log, Progress, building, clean_stale_installs, download, fetch,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # the self-check: each demo photo's best animal crop must come out in this group
 SELF_CHECK = {"ena24-8831-black-bear.jpg": "bear", "ena24-4383-grey-fox.jpg": "fox"}
-CHUNK = 1 << 20
 ONNX_TOLERANCE = 1e-3  # max |onnx - torch| on logits, relative to the logits' scale
-
-
-class InstallError(ValueError):
-    """A clear, one-line reason the install stopped (nothing was installed)."""
-
-
-Log = Callable[[str], None]
-Progress = Callable[[int, int | None], None]
-
-
-# ---------------------------------------------------------------- download
-def download(url: str, dest: Path, progress: Progress | None = None, timeout: float = 60.0) -> Path:
-    """Fetch `url` into `dest` through `dest.part`, resuming a `.part` left by an interrupted run
-    (HTTP Range). `dest` only appears once the whole file is there."""
-    if dest.is_file():
-        return dest
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.is_file() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": f"patou/{__version__}"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing left to fetch: the .part may be whole, or wrong; restart
-            part.unlink()
-            return download(url, dest, progress, timeout)
-        raise InstallError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise InstallError(f"{url}: cannot connect ({getattr(e, 'reason', e)}); on a machine without network, "
-                           "download the file elsewhere and use --from FILE") from None
-    with resp:
-        if have and resp.status != 206:  # the server ignored Range: start again
-            have = 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        done = have
-        try:
-            with open(part, "ab" if have else "wb") as f:
-                while True:
-                    try:
-                        block = resp.read(CHUNK)
-                    except (OSError, ValueError) as e:  # connection dropped mid-file
-                        raise InstallError(f"{url}: download interrupted after {done} bytes ({e}); "
-                                           "run the same command again to resume") from None
-                    if not block:
-                        break
-                    f.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-        except OSError as e:
-            raise InstallError(f"{part}: cannot write the download ({e.strerror or e})") from None
-    if total is not None and done != total:
-        raise InstallError(f"{url}: download interrupted at {done} of {total} bytes; "
-                           "run the same command again to resume")
-    part.replace(dest)
-    return dest
 
 
 # ---------------------------------------------------------------- checkpoint -> torch
@@ -275,46 +214,29 @@ def install(
 ) -> Path:
     """Install registry model `name` into models_dir()/name; returns the folder. `url` and
     `sha256` override the entry's (a mirror; tests serve from 127.0.0.1)."""
+    from patou.models.detector_registry import detector_entry
+
+    try:
+        det = detector_entry(name, version)
+    except ValueError as e:
+        raise InstallError(str(e)) from None
+    if det is not None:  # MegaDetector, DeepFaune's YOLOv8s...: another converter, the same steps
+        from patou.convert.detector_install import install_detector
+
+        return install_detector(det, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
+                                skip_self_check=skip_self_check, int8=int8, check_dirs=check_dirs, url=url,
+                                sha256=sha256, keep_download=keep_download, progress=progress, log=log)
     entry = registry.get(name)
     vname, ver = entry.version(version)
     root = registry.models_dir()
     dest = root / name
-    if dest.exists():
-        raise InstallError(f"{name} is already installed in {dest}; `patou models remove {name}` first")
-    log(licence_text(entry, vname, ver))
-    if not accept_licence:
-        if confirm is None or not confirm(f"Accept the licence of {name} {vname}?"):
-            raise InstallError(f"the licence of {name} {vname} was not accepted (give --accept-licence)")
-    pinned = sha256 or ver.sha256
-    src_url = url or ver.url
+    got = fetch(
+        name, vname, licence_text(entry, vname, ver), url or ver.url, sha256 or ver.sha256, ver.size_mb,
+        from_file=from_file, accept_licence=accept_licence, confirm=confirm, mirror=url is not None,
+        progress=progress, log=log)
+    path, digest, downloaded, pinned, src_url = got.path, got.sha256, got.downloaded, got.pinned, got.url
 
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InstallError(f"{root}: cannot create the models folder ({e.strerror or e})") from None
-    for gone in clean_stale_installs(root):
-        log(f"removed {gone.name}, left by an install that was killed")
-    downloaded = None
-    if from_file is not None:
-        path = Path(from_file).expanduser()
-        if not path.is_file():
-            raise InstallError(f"--from {path}: no such file")
-        log(f"using {path} (no download)")
-    else:
-        downloaded = root / ".downloads" / Path(src_url.split("?")[0]).name
-        log(f"downloading {src_url}" + (f" (about {ver.size_mb} MB)" if ver.size_mb and url is None else ""))
-        path = download(src_url, downloaded, progress)
-    digest = file_sha256(path)
-    if pinned and digest != pinned.lower():
-        if downloaded is not None:
-            downloaded.unlink(missing_ok=True)  # a corrupt download is of no use to a retry
-        raise InstallError(f"{path}: SHA-256 {digest} does not match the pinned {pinned}")
-
-    tmp = root / f".{name}.installing-{os.getpid()}"
-    tmp_int8 = root / f".{name}-int8.installing-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    with building(root, name) as (tmp, tmp_int8):
         t0 = time.perf_counter()
         log("converting to ONNX")
         model = load_checkpoint(path, entry, ver)
@@ -377,51 +299,10 @@ def install(
                 raise InstallError(f"{name}-int8 is already installed; `patou models remove {name}-int8` first")
             tmp_int8.rename(root / f"{name}-int8")
         tmp.rename(dest)
-    except RuntimeError as e:  # torch's export or ORT on a network it cannot run
-        raise InstallError(f"conversion of {name} failed: {str(e).splitlines()[0][:300]}") from None
-    except OSError as e:
-        raise InstallError(f"install of {name} failed: {e.strerror or e} ({getattr(e, 'filename', '') or root})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp_int8, ignore_errors=True)
     if downloaded is not None and not keep_download:
         downloaded.unlink(missing_ok=True)  # ours, and 1.2 GB: the card keeps its SHA-256
     log(f"installed {name} {vname} in {dest}")
     return dest
-
-
-_INSTALLING = re.compile(r"^\.(?P<name>.+)\.installing-(?P<pid>\d+)$")
-
-
-def clean_stale_installs(root: Path | None = None) -> list[Path]:
-    """Remove the `.NAME.installing-PID` folders of installs whose process is gone (killed with
-    -9: up to 1.2 GB each). A live process's folder, or one whose owner cannot be told, stays."""
-    root = root or registry.models_dir()
-    gone = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return gone
-    for n in names:
-        m = _INSTALLING.match(n)
-        p = root / n
-        if m and p.is_dir() and not p.is_symlink() and not _alive(int(m["pid"])):
-            shutil.rmtree(p, ignore_errors=True)
-            if not p.exists():
-                gone.append(p)
-    return gone
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process, not ask
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):  # someone else's process (or an odd number): keep
-        return True
-    return True
 
 
 def remove(name: str) -> Path:

@@ -342,9 +342,12 @@ def quantize_detector(
     float_head: bool = True,
     float_first: int = 0,
     method: str = "minmax",
+    head_prefix: str | None = None,
 ) -> ModelCard:
     """int8 copy of a detection card (default: the bundled MegadetectorLite), calibrated on
-    real frames letterboxed exactly as `Detector` does. Writes `<name>.onnx` + `<name>.json`."""
+    real frames letterboxed exactly as `Detector` does. Writes `<name>.onnx` + `<name>.json`.
+    `head_prefix`: the output layer is every node whose name holds it (an installed YOLO
+    detector's Detect layer, `/model.N/`: its convs and the box decoding), else YOLOX's head."""
     from patou.models.detector import Detector
 
     det = Detector(card, threads=2)
@@ -352,7 +355,15 @@ def quantize_detector(
     dst = _destination(Path(out_path_dir), name, fp32)
 
     def float_nodes(pre: Path) -> list[str]:
-        return weighted_nodes(pre)[: max(0, int(float_first))] + (detector_output_nodes(pre) if float_head else [])
+        if not float_head:
+            head = []
+        elif head_prefix:
+            import onnx
+
+            head = [n.name for n in onnx.load(str(pre)).graph.node if head_prefix in n.name]
+        else:
+            head = detector_output_nodes(pre)
+        return weighted_nodes(pre)[: max(0, int(float_first))] + head
 
     inputs = [det.preprocess(im.convert("RGB"))[0] for im in calibration_images]
     settings = _quantize(fp32.onnx_path, dst, inputs, det.session.get_inputs()[0].name, float_nodes, method)

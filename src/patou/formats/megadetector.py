@@ -250,7 +250,8 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
     data = {
         "info": {
             "format_version": FORMAT_VERSION,
-            "detector": card.get("file") or card.get("name") or "unknown",
+            # an installed MegaDetector is named by its publisher's file (md_v5a.0.1.pt), as MD's own files do
+            "detector": extra.get("md_detector_file") or card.get("file") or card.get("name") or "unknown",
             "detection_completion_time": detection_completion_time or now,
             "classifier": classifier_name,
             "classification_completion_time": classification_completion_time or now,

@@ -21,9 +21,10 @@ ANIMAL = "animal"
 
 
 def load_models(model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                fast: bool = False) -> Analyser:
-    """The sessions, created once: one image at a time on every thread (the shortest wait)."""
-    return Analyser(model, threads=threads, flip=flip, fast=fast, images_at_once=1)
+                fast: bool = False, detector: str | None = None) -> Analyser:
+    """The sessions, created once: one image at a time on every thread (the shortest wait);
+    `detector`: an installed detector instead of the bundled one (`--detector mdv5a`)."""
+    return Analyser(model, threads=threads, flip=flip, fast=fast, images_at_once=1, detector=detector)
 
 
 def model_labels(model: str | Path | None = None) -> list[str]:

@@ -261,6 +261,7 @@ def replay(
     labels: str | Path | None = OPTIONS.labels,
     rules: str | Path | Rules | None = OPTIONS.rules,
     fast: bool = OPTIONS.fast,
+    detector: str | None = OPTIONS.detector,
     threads: int | None = OPTIONS.threads,
     flip: bool = OPTIONS.flip,
     site_depth: int | None = OPTIONS.site_depth,
@@ -273,7 +274,7 @@ def replay(
         rules = load_rules(rules)
     rules = rules or shorthand(target, threshold, cooldown)
     photos = [Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])]
-    models = models or analysis.load_models(model, threads=threads, flip=flip, fast=fast)
+    models = models or analysis.load_models(model, threads=threads, flip=flip, fast=fast, detector=detector)
     check_labels_of(rules, models)
     labels_path = Path(labels) if labels else (photos[0] / "LABELS.csv" if photos[0].is_dir() else None)
     if labels and not labels_path.exists():

@@ -73,6 +73,7 @@ class Guard:
         archive: str | Path | None = OPTIONS.archive,
         photos: str | Path | None = OPTIONS.photos,
         fast: bool = OPTIONS.fast,
+        detector: str | None = OPTIONS.detector,
         threads: int | None = OPTIONS.threads,
         flip: bool = OPTIONS.flip,
         settle: float = OPTIONS.settle,
@@ -117,7 +118,7 @@ class Guard:
             raise ValueError(f"two --stream have the same site ({', '.join(sites)}): name them SITE=URL")
         self.action_of = {spec: parse_action(spec, action_timeout, pin_factory=pin_factory) for spec in rules.actions()}
         self.actions = list({str(a): a for a in self.action_of.values()}.values())
-        self.models = models or analysis.load_models(model, threads=threads, flip=flip, fast=fast)
+        self.models = models or analysis.load_models(model, threads=threads, flip=flip, fast=fast, detector=detector)
         check_labels_of(rules, self.models)
         self.journal = Journal(db)
         self.photos = Path(photos).absolute() if photos else self.journal.path.absolute().parent / "guard-photos"

@@ -1,7 +1,10 @@
-"""Animal detector: a YOLOX ONNX model (by default the bundled MegadetectorLite) on ONNX Runtime.
+"""Animal detector: a YOLOX ONNX model (by default the bundled MegadetectorLite) on ONNX Runtime,
+or an installed YOLOv5 / Ultralytics detector (MegaDetector v5a / v1000, `--detector NAME`).
 
-NumPy + Pillow only; torch is never imported here. The ONNX graph ends at the raw head output,
-so grid decoding and NMS live below in NumPy where they can be unit-tested.
+NumPy + Pillow only; torch is never imported here. The YOLOX graph ends at the raw head output,
+so grid decoding and NMS live below in NumPy where they can be unit-tested. An installed YOLO
+detector's card says `"resize": "letterbox-yolo"`: its graph ends in decoded boxes, and the
+letterbox, NMS and box mapping are the publisher's (models/yolo_boxes.py).
 """
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from patou.models import yolo_boxes
+from patou.models.nms import nms
 from patou.models.card import ASSETS, ModelCard, load_card
 from patou.models.runtime import cpu_session
 from patou.record import Detection
 
 DEFAULT_CARD = ASSETS / "megadetectorlite_yolox_tiny.json"
+YOLO_LETTERBOX = "letterbox-yolo"  # a card's `resize` for the publishers' centred, stride-aligned letterbox
 # int8 twin (tools/quantize_detector.py): ~1.6x faster on AVX2, keeps the held-out fp32 boxes (its card)
 FAST_CARD = ASSETS / "megadetectorlite_yolox_tiny_int8.json"
 
@@ -93,28 +99,6 @@ def decode(raw: np.ndarray, input_size: tuple[int, int], strides) -> np.ndarray:
     return out
 
 
-def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression. Returns indices of kept boxes, highest score first.
-    A box is dropped when its IoU with an already kept box is strictly greater than the threshold
-    (the torchvision rule YOLOX and zamba use). Ties in score keep the input order."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = iw * ih
-        union = area[i] + area[rest] - inter
-        # degenerate (zero-area) pairs have no meaningful overlap: count them as IoU 0, keep both
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 class Detector:
     """Runs a detection model card; boxes come back in original-image coordinates."""
 
@@ -124,7 +108,7 @@ class Detector:
         threads: int | None = None,
         min_conf: float = 0.05,
         nms_iou: float | None = None,
-        max_detections: int = 100,
+        max_detections: int | None = None,
         input_size: int | None = None,
     ):
         self.card = load_card(card, DEFAULT_CARD)
@@ -138,7 +122,13 @@ class Detector:
         self.strides = tuple(self.card.extra.get("strides", (8, 16, 32)))
         self.min_conf = min_conf
         self.nms_iou = self.card.extra.get("nms_iou", 0.45) if nms_iou is None else nms_iou
-        self.max_detections = max_detections
+        self.max_detections = max_detections or int(self.card.extra.get("max_detections", 100))
+        self.yolo = self.card.resize == YOLO_LETTERBOX
+        if self.yolo:
+            self.letterbox_stride = int(self.card.extra.get("letterbox_stride", max(self.strides)))
+            if input_size is not None and input_size % self.letterbox_stride:
+                raise ValueError(f"--detector-size {input_size}: {self.card.name} needs a multiple of "
+                                 f"{self.letterbox_stride}")
         self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(self.card.std, dtype=np.float32).reshape(3, 1, 1)
         self._identity = not self._mean.any() and (self._std == 1).all()
@@ -149,6 +139,8 @@ class Detector:
         self.check_size()
 
     def check_size(self) -> None:
+        if self.yolo:
+            return  # the letterbox picks each photo's input size: the graph must take any (exported so)
         fixed = [d for d in self.session.get_inputs()[0].shape[2:] if isinstance(d, int)]
         if fixed and tuple(fixed) != self.input_size:
             raise ValueError(f"{self.card.onnx_path.name}: exported for {fixed[0]}x{fixed[-1]} input only; "
@@ -156,8 +148,11 @@ class Detector:
                              "width (tools/convert_detector.py)")
 
     def preprocess(self, img: Image.Image) -> tuple[np.ndarray, float]:
-        """(3, H, W) float32 network input and the letterbox ratio."""
-        x, ratio = letterbox_chw(img, self.input_size, self.card.pad_value)
+        """(3, H, W) float32 network input and the letterbox ratio (a YOLO card: its geometry)."""
+        if self.yolo:
+            x, ratio = yolo_boxes.letterbox_chw(img, self.input_size[0], self.letterbox_stride, self.card.pad_value)
+        else:
+            x, ratio = letterbox_chw(img, self.input_size, self.card.pad_value)
         if not self._identity:  # in place: the buffer is ours
             x -= self._mean
             x /= self._std
@@ -175,6 +170,8 @@ class Detector:
         """One session call for the whole batch (images already RGB and EXIF-rotated)."""
         if not images:
             return []
+        if self.yolo:  # one input size per photo (the letterbox is stride-aligned, not square)
+            return [self.detect(im) for im in images]
         inputs, ratios = zip(*(self.preprocess(im) for im in images))
         raw = self.session.run([self._output], {self._input: np.stack(inputs)})[0]
         return [self.postprocess(r, ratio, im.size) for r, ratio, im in zip(raw, ratios, images)]
@@ -182,6 +179,12 @@ class Detector:
     def postprocess(self, raw: np.ndarray, ratio: float, image_size: tuple[int, int]) -> list[Detection]:
         """Raw head output of one image -> detections sorted by conf, bbox normalised
         [x_min, y_min, width, height] on the original image (`image_size` = (width, height))."""
+        if self.yolo:  # `ratio` is the letterbox geometry; the graph has decoded the boxes
+            e = self.card.extra
+            return yolo_boxes.detections(raw, ratio, self.card.labels, objectness=e.get("head") == "yolov5",
+                                         mapping=e.get("box_mapping", "yolov5"), round_pixels=bool(e.get("round_pixels")),
+                                         min_conf=self.min_conf, nms_iou=self.nms_iou,
+                                         max_detections=self.max_detections)
         dec = decode(raw, self.input_size, self.strides)
         cls = dec[:, 5:]
         label = cls.argmax(1)

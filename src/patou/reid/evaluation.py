@@ -47,7 +47,7 @@ def read_split_csv(path: str | Path, column: str) -> dict[str, str]:
     return {_tail(r["path"]): r[column].strip().lower() for r in rows}
 
 
-def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: bool = False,
+def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: bool = False, detector: str | None = None,
              split_csv: str | Path | None = None, split_column: str = "side", seed: int = 0,
              threshold: float = DETECTION_THRESHOLD, cache_dir=None, use_cache: bool = True,
              threads: int | None = None, embedder: Embedder | None = None, fuse: float | None = None,
@@ -67,9 +67,9 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
     embedder = embedder or make_embedder(model, fuse=fuse, pool=pool, threads=threads)
     kw = dict(no_detector=no_detector, threshold=threshold, cache_dir=cache_dir, use_cache=use_cache)
     if not no_detector:
-        from patou.models.detector import Detector
+        from patou.boxes.detector import bundled_detector
 
-        kw["detector"] = Detector(threads=threads)
+        kw["detector"] = bundled_detector(threads=threads, detector=detector)
     q = embed_photos([i.path for i in queries], embedder, **kw)
     g = embed_photos([i.path for i in gallery], embedder, **kw)
     for p in problems + q.problems + g.problems:

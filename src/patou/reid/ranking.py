@@ -65,7 +65,7 @@ CANDIDATE_COLUMNS = ("query", "rank", "individual_id", "score", "gallery_file", 
 
 
 def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_k: int = 5,
-           no_detector: bool = False, detection_threshold: float | None = None,
+           no_detector: bool = False, detection_threshold: float | None = None, detector: str | None = None,
            new_threshold: float | None = None, cache_dir=None, use_cache: bool = True,
            threads: int | None = None, fuse: float | None = None, pool: str = "gem", rerank_k: int = 0,
            log=print) -> dict:
@@ -102,9 +102,9 @@ def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_
     kw = dict(no_detector=no_detector, threshold=DETECTION_THRESHOLD if detection_threshold is None else detection_threshold,
               cache_dir=cache_dir, use_cache=use_cache)
     if not no_detector:
-        from patou.models.detector import Detector
+        from patou.boxes.detector import bundled_detector
 
-        kw["detector"] = Detector(threads=threads)
+        kw["detector"] = bundled_detector(threads=threads, detector=detector)
     g = Gallery.load(gallery, embedder, **kw)
     for p in g.problems:
         log(p)

@@ -32,7 +32,7 @@ COLUMNS = ("root", "file") + CANDIDATE_COLUMNS
 def identify_run(results_dir: str | Path, gallery: str | Path, *, model=None, top_k: int = 5,
                  new_threshold: float | None = None, gallery_no_detector: bool = False, cache_dir=None,
                  threads: int | None = None, log=print) -> dict:
-    from patou.models.detector import Detector
+    from patou.boxes.detector import bundled_detector
 
     out = Path(results_dir)
     run = load_run(out)
@@ -41,7 +41,8 @@ def identify_run(results_dir: str | Path, gallery: str | Path, *, model=None, to
     if new_threshold is None and embedder.card.task == "embedding":
         new_threshold = (embedder.card.extra or {}).get("new_individual_threshold")
     g = Gallery.load(gallery, embedder, no_detector=gallery_no_detector,
-                     detector=None if gallery_no_detector else Detector(threads=threads), threshold=det_t,
+                     detector=None if gallery_no_detector else bundled_detector(threads=threads, detector=run.options.get("detector")),
+                     threshold=det_t,
                      cache_dir=cache_dir)
     for p in g.problems:
         log(p)

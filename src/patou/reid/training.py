@@ -109,6 +109,7 @@ def train(
     out_dir: str | Path,
     *,
     no_detector: bool = False,
+    detector: str | None = None,
     epochs: int = 10,
     views: int = 6,
     cut: int = 14,
@@ -145,11 +146,11 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_split(out_dir / "split.csv", train_imgs, val_imgs)
 
-    detector = None
+    name, detector = detector, None
     if not no_detector:
-        from patou.models.detector import Detector
+        from patou.boxes.detector import bundled_detector
 
-        detector = Detector(threads=threads)
+        detector = bundled_detector(threads=threads, detector=name)
     log(f"cropping {len(train_imgs)} training and {len(val_imgs)} validation photos "
         f"({'whole photos' if no_detector else 'detector boxes'})")
     train_imgs, x_train = _crops(train_imgs, detector, detection_threshold, log)

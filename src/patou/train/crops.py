@@ -140,7 +140,8 @@ class CropCache:
             boxes, confs = [(0.0, 0.0, 1.0, 1.0)], [None]
             arrays = [crop(img, boxes[0], CROP_SIZE, margin=0.0, pad_value=PAD_VALUE)]  # centred square pad
         else:
-            dets = [d for d in self.detector.detect(img) if d.conf >= self.threshold]
+            # animals only: an installed MegaDetector's person and vehicle boxes are no training crops
+            dets = [d for d in self.detector.detect(img) if d.conf >= self.threshold and d.category == "animal"]
             boxes, confs = [tuple(d.bbox) for d in dets], [d.conf for d in dets]
             arrays = [crop(img, b, CROP_SIZE, margin=self.margin, pad_value=PAD_VALUE) for b in boxes]
         entry = self.entry(key)

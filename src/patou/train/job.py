@@ -168,6 +168,7 @@ def train(
     seed: int = OPTIONS.seed,
     resume: bool = OPTIONS.resume,
     no_crop: bool = OPTIONS.no_crop,
+    detector: str | None = OPTIONS.detector,
     event_gap: float = OPTIONS.event_gap,
     detection_threshold: float = OPTIONS.detection_threshold,
     cache_dir: str | Path | None = OPTIONS.cache_dir,
@@ -222,8 +223,13 @@ def train(
     log(f"{len(images)} labelled images ({dict(Counter(i.label for i in images))}); "
         f"{len(train_imgs)} train / {len(val_imgs)} validation, split by {split_by}")
 
-    cache = CropCache(Path(cache_dir) if cache_dir else default_cache_dir(), detection_threshold=detection_threshold,
-                      margin=CROP_MARGIN)
+    det = None
+    if detector:  # an installed detector for the crops (its card is part of the cache key)
+        from patou.boxes.detector import bundled_detector
+
+        det = bundled_detector(detector=detector)
+    cache = CropCache(Path(cache_dir) if cache_dir else default_cache_dir(), detector=det,
+                      detection_threshold=detection_threshold, margin=CROP_MARGIN)
     crops, crop_problems = cache.crops_for(images, no_crop=no_crop, progress=progress)
     for p in crop_problems:
         log(f"warning: {p}")

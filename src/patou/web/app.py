@@ -259,7 +259,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     def start(folder: str = Form(...), out: str = Form(""), detection_threshold: float = Form(DETECTION_THRESHOLD),
               threshold: str = Form(str(RUN.threshold)), target: str = Form(""), event_gap: float = Form(RUN.event_gap),
               site_depth: str = Form(""), model: str = Form(""), threads: str = Form(""),
-              fast: bool = Form(False), no_flip: bool = Form(False), resume: bool = Form(False)):
+              fast: bool = Form(False), no_flip: bool = Form(False), resume: bool = Form(False),
+              detector: str = Form("")):
         """The options of `patou run` (sorting is done afterwards, from the run page)."""
         inputs = [p.strip() for p in folder.splitlines() if p.strip()]
         try:
@@ -272,7 +273,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
             threshold = Thresholds.of_value(threshold.strip() or RUN.threshold).value()  # per class too
             options = dict(detection_threshold=detection_threshold, threshold=threshold, target=target.strip() or None,
                            event_gap=event_gap, site_depth=_int(site_depth), model=model.strip() or None,
-                           threads=_int(threads), fast=fast, flip=not no_flip, resume=resume)
+                           threads=_int(threads), fast=fast, flip=not no_flip, resume=resume,
+                           detector=detector.strip() or None)
             job = reg.start(inputs, Path(out.strip()) if out.strip() else None, options)
         except ValueError as e:
             return RedirectResponse(f"/?error={quote(str(e))}", status_code=303)
