@@ -67,6 +67,17 @@ _DF_38 = ("bison", "badger", "ibex", "beaver", "red deer", "golden jackal", "cha
           "raccoon dog", "fallow deer", "squirrel", "moose", "equid", "genet", "wolverine", "hedgehog", "lagomorph",
           "wolf", "otter", "lynx", "marmot", "micromammal", "mouflon", "sheep", "mustelid", "bird", "bear",
           "porcupine", "nutria", "muskrat", "raccoon", "fox", "reindeer", "wild boar", "cow")
+# v1.2: AddaxAI's deepfaune-v1.2 script (EcoAssist classification_utils/model_types/deepfaune-v1.2) and an
+# independent classifier script for the same .v2.pt file agree on this order
+_DF_30 = ("badger", "ibex", "beaver", "red deer", "chamois", "cat", "goat", "roe deer", "dog", "fallow deer", "squirrel",
+          "equid", "genet", "hedgehog", "lagomorph", "wolf", "otter", "lynx", "marmot", "micromammal", "mouflon", "sheep",
+          "mustelid", "bird", "bear", "nutria", "raccoon", "fox", "wild boar", "cow")
+# v1.5: txt_animalclasses['en'] of its classifTools.py (a vendored 1.5.0 copy: rasanderson/mustelid-shiny,
+# deepfaune/classifTools.py): v1.4's 38 with mongoose after lynx and arctic fox after fox
+_DF_40 = ("bison", "badger", "ibex", "beaver", "red deer", "golden jackal", "chamois", "cat", "goat", "roe deer", "dog",
+          "raccoon dog", "fallow deer", "squirrel", "moose", "equid", "genet", "wolverine", "hedgehog", "lagomorph",
+          "wolf", "otter", "lynx", "mongoose", "marmot", "micromammal", "mouflon", "sheep", "mustelid", "bird", "bear",
+          "porcupine", "nutria", "muskrat", "raccoon", "fox", "arctic fox", "reindeer", "wild boar", "cow")
 _DF_LICENCE_OLD = ("the terms DeepFaune states for this version at https://www.deepfaune.cnrs.fr (not checked by "
                    "patou; DeepFaune has restricted commercial use in some versions)")
 _DF_LICENCE = "CC BY-SA 4.0 (DeepFaune's statement for v1.3 and later; https://www.deepfaune.cnrs.fr)"
