@@ -1,0 +1,113 @@
+"""A publisher's training checkpoint (`{"args": {...}, "state_dict": {...}}`), read without running it.
+
+`torch.load(weights_only=True)` reads plain checkpoints. A publisher may have pickled more into
+`args` (an argparse Namespace, a Path, a NumPy scalar: what a training script has at hand), which
+the safe loader refuses; then the file is read by the inert unpickler (unpickle.py), which runs
+nothing from it. What the file names must still be data: a checkpoint whose pickle names anything
+else (os.system, builtins.exec, a class of the publisher's code...) is refused, even though the
+inert reading ran none of it, because no honest training checkpoint needs it.
+
+Nothing is allocated from the file's declarations here: `shapes()` is read from the pickle, and the
+caller checks them against what it expects (the registry entry's width, depth, patch) before
+`tensors()` reads a single weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from patou.convert import unpickle
+from patou.convert.unpickle import CheckpointError
+
+# globals a training script's `args` may hold: values, never behaviour
+DATA_GLOBALS = frozenset({
+    "argparse.Namespace",
+    *(f"pathlib.{n}" for n in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath")),
+    "numpy.ndarray", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    *(f"numpy.{n}" for n in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_")),
+    "datetime.datetime", "datetime.date", "datetime.timedelta", "datetime.timezone",
+})
+
+
+@dataclass
+class PublisherCheckpoint:
+    path: Path
+    args: dict
+    state: dict  # key -> torch.Tensor (torch read it) or unpickle.TensorRef (the inert reader did)
+    reader: str
+    refused: list[str] = field(default_factory=list)  # the globals torch's safe loader refused
+    _inert: unpickle.Checkpoint | None = field(default=None, repr=False)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(int(s) for s in v.shape) for k, v in self.state.items()}
+
+    def tensors(self) -> dict:
+        """The weights as torch tensors (read from the archive only now, for the inert reader)."""
+        return {k: v.tensor() if isinstance(v, unpickle.TensorRef) else v for k, v in self.state.items()}
+
+    def close(self) -> None:
+        if self._inert is not None:
+            self._inert.close()
+
+    def __enter__(self) -> "PublisherCheckpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _refused_globals(path: Path) -> list[str]:
+    """What torch's own scan of the pickle names as unsafe (read from the opcodes; nothing runs)."""
+    import torch
+
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # an older torch, or a file its scanner cannot read: the inert reader will say
+        return []
+
+
+def _layout(path: Path, root) -> tuple[dict, dict]:
+    if not isinstance(root, dict) or not isinstance(root.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: expected a dict with 'args' and 'state_dict' (a training checkpoint)")
+    args = unpickle.plain(root.get("args") or {})
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, not a dict of settings")
+    return args, root["state_dict"]
+
+
+def read(path: str | Path) -> PublisherCheckpoint:
+    """The checkpoint's args (plain values) and state_dict; CheckpointError (one line) when the file is
+    unreadable, not a training checkpoint, or names code."""
+    import torch
+
+    path = Path(path)
+    try:
+        root = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from the pickle
+    except Exception as e:  # refused (a foreign global), truncated, or not a torch file at all
+        first = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+    else:
+        args, state = _layout(path, root)
+        bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+        return PublisherCheckpoint(path, args, dict(state), "torch.load(weights_only=True)")
+    refused = _refused_globals(path)
+    try:
+        ck = unpickle.read(path)
+    except CheckpointError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({why}; torch: {first})") from None
+    try:
+        code = sorted(ck.stand_ins - DATA_GLOBALS)
+        if code:
+            raise CheckpointError(f"{path}: its pickle names {', '.join(code[:6])}, which is code, not data: refused "
+                                  "(read inertly: nothing from the file ran)")
+        args, state = _layout(path, ck.root)
+        bad = [str(k) for k, v in state.items() if not isinstance(v, unpickle.TensorRef)]
+        if bad:
+            raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+        return PublisherCheckpoint(path, args, dict(state), "patou's inert unpickler",
+                                   refused or sorted(ck.stand_ins), ck)
+    except BaseException:
+        ck.close()
+        raise
