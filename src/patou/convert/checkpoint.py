@@ -111,3 +111,25 @@ def read(path: str | Path) -> PublisherCheckpoint:
     except BaseException:
         ck.close()
         raise
+
+
+# ---------------------------------------------------------------- state_dict keys and shapes
+def mismatches(shapes: dict[str, tuple], want: dict[str, tuple], prefix: str = "") -> list[str]:
+    """What keeps `shapes` from being exactly `want`: unexpected, missing and misshapen keys (empty if none)."""
+    extra, absent = sorted(set(shapes) - set(want)), sorted(set(want) - set(shapes))
+    parts = []
+    if extra:
+        parts.append(f"unexpected keys {', '.join(prefix + k for k in extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+    if absent:
+        parts.append(f"missing keys {', '.join(prefix + k for k in absent[:5])}" + (" ..." if len(absent) > 5 else ""))
+    bad = [f"{prefix}{k} {tuple(shapes[k])} (expected {want[k]})" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    if bad:
+        parts.append("shapes that do not fit: " + ", ".join(bad[:5]))
+    return parts
+
+
+def strip_prefix(state: dict, prefix: str) -> dict:
+    stray = sorted(str(k) for k in state if not (isinstance(k, str) and k.startswith(prefix)))
+    if stray:
+        raise ValueError(f"unexpected keys without the {prefix!r} prefix: {', '.join(stray[:5])}")
+    return {k[len(prefix):]: v for k, v in state.items()}

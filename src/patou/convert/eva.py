@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patou.convert.checkpoint import mismatches, strip_prefix
+
 EPS = 1e-5  # timm's LayerNorm eps for the DINOv3 ViTs
 ROPE_TEMPERATURE = 100.0  # DINOv3's RoPE base
 MLP_RATIO = 4
@@ -146,27 +148,6 @@ def expected_shapes(dim: int, depth: int, patch: int, hidden: int, registers: in
                     b + "norm2.weight": (dim,), b + "norm2.bias": (dim,), b + "mlp.fc1.weight": (hidden, dim),
                     b + "mlp.fc1.bias": (hidden,), b + "mlp.fc2.weight": (dim, hidden), b + "mlp.fc2.bias": (dim,)})
     return out
-
-
-def mismatches(shapes: dict[str, tuple], want: dict[str, tuple], prefix: str = "") -> list[str]:
-    """What keeps `shapes` from being exactly `want`: unexpected, missing and misshapen keys (empty if none)."""
-    extra, absent = sorted(set(shapes) - set(want)), sorted(set(want) - set(shapes))
-    parts = []
-    if extra:
-        parts.append(f"unexpected keys {', '.join(prefix + k for k in extra[:5])}" + (" ..." if len(extra) > 5 else ""))
-    if absent:
-        parts.append(f"missing keys {', '.join(prefix + k for k in absent[:5])}" + (" ..." if len(absent) > 5 else ""))
-    bad = [f"{prefix}{k} {tuple(shapes[k])} (expected {want[k]})" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
-    if bad:
-        parts.append("shapes that do not fit: " + ", ".join(bad[:5]))
-    return parts
-
-
-def strip_prefix(state: dict, prefix: str) -> dict:
-    stray = sorted(str(k) for k in state if not (isinstance(k, str) and k.startswith(prefix)))
-    if stray:
-        raise ValueError(f"unexpected keys without the {prefix!r} prefix: {', '.join(stray[:5])}")
-    return {k[len(prefix):]: v for k, v in state.items()}
 
 
 def from_state_dict(state: dict, heads: int, prefix: str = "") -> DinoV3Eva:
