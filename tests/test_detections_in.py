@@ -136,14 +136,17 @@ def test_unlisted_missing_and_failed_entries(real, tmp_path):
     logs = []
     res = run([real / HERON / "media"], tmp_path / "out", detections=md, log=logs.append)
     by = {r.rel: r for r in res.records}
-    assert len(res.records) == 11  # 10 on disk + the missing one
-    assert by["gone/RCNX9999.JPG"].failure and "not found on disk" in by["gone/RCNX9999.JPG"].failure
+    assert len(res.records) == 10  # only what is on disk: an entry never becomes a record of its own
+    assert "gone/RCNX9999.JPG" not in by
     assert by[names[7]].failure == "MegaDetector: Failure image access"
     for n in names[8:]:  # not listed: analysed by the bundled detector
         assert by[n].failure is None and by[n].label is not None and by[n].width == 2048
     assert any("2 not listed are analysed with the bundled detector" in m for m in logs), logs
+    assert [m for m in logs if "match no input" in m] == [
+        f"warning: --detections {md}: entries that match no input file, ignored (not analysed, not sorted, "
+        "not opened) (1): 'gone/RCNX9999.JPG'"]
     rows = list(csv.DictReader(open(res.out / "predictions.csv")))
-    assert sum(bool(r["failure"]) for r in rows) == 2
+    assert sum(bool(r["failure"]) for r in rows) == 1
 
 
 def test_ambiguous_file_name_is_an_error_naming_both(real, tmp_path):
@@ -156,8 +159,9 @@ def test_ambiguous_file_name_is_an_error_naming_both(real, tmp_path):
         match(md, records)
     # a path under the input root wins over the name
     md2 = md_file(tmp_path / "md2.json", [{"file": f"{d}/{src.name}", "detections": []} for d in ("a", "c")])
-    given, missing, _ = match(md2, records)
-    assert list(given.by_path) == [str(records[0].path)] and len(missing) == 1
+    given, notes = match(md2, records)
+    assert list(given.by_path) == [str(records[0].path)]
+    assert any("match no input file, ignored (not analysed, not sorted, not opened) (1)" in n for n in notes)
 
 
 def test_resume_reuses_results_only_with_the_same_file(real, tmp_path):

@@ -139,3 +139,19 @@ def test_box_tags_stay_on_the_photo_and_scores_read_the_same(server, page):
     assert scored
     for label, score, tags in scored:  # the card's label and score are its best box's, to the digit
         assert f"{label} {score}" in tags, (label, score, tags)
+
+
+def test_season_report_from_the_run_page(server, page):
+    """Issue 27: the run's season report in the app, behind its token, with its figures drawn."""
+    page.goto(server["base"] + "/")
+    page.click("a.run-link")
+    page.click("#report-link")
+    page.wait_for_url("**/report")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    figs = page.evaluate("Array.from(document.querySelectorAll('img.figure')).map(i => i.naturalWidth)")
+    assert len(figs) >= 3 and all(w > 300 for w in figs)
+    assert "Camera health" in page.inner_text("#health h2")
+    with page.expect_download() as dl:
+        page.click("#files a[href$='/species.csv']")
+    assert Path(dl.value.path()).read_text(encoding="utf-8").startswith("species,events,max_n")
+    page.screenshot(path=str(ARTIFACTS / "serve-report-page.png"), full_page=True)

@@ -134,13 +134,16 @@ def run(
         pending = out / ".patou" / "sort-plan.json"
         if pending.is_file():  # a killed run's sort: finish it as planned before looking at the inputs
             lock = OutLock(out)
-            finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log)
+            finished = _finish_interrupted_sort(pending, sort, sort_dir, dry_run, log, inputs)
         records, problems = scan(inputs, exclude=[out] + ([Path(sort_dir)] if sort_dir else []), site_depth=site_depth)
         if not records:  # never replace earlier results with empty ones
             why = "; ".join(problems) or (f"no image or video in {', '.join(map(str, inputs))} "
                                           f"({', '.join(sorted(MEDIA_EXTENSIONS))})")
             kept = f"; results in {out} left as they were" if (out / "predictions.csv").exists() else ""
             raise NothingToDo(f"nothing to analyse: {why}{kept}", exit_code=0 if finished else 1)
+        given, notes = (no_detector_boxes(), []) if no_detector else (None, [])
+        if detections:  # read and checked before any model loads: a file that cannot be trusted stops here
+            given, notes = match_detections(detections, records)
         model_options = dict(model=model, threads=threads, flip=flip, fast=fast, video=VideoSampling(video_fps, video_frames),
                              max_pixels=max_pixels, detector_size=detector_size)
         # Ray workers bring their own Models; here, a batch: by default one image per thread
@@ -153,14 +156,11 @@ def run(
         for p in problems:
             log(f"warning: {p}")
         threshold_note = None
-        if no_detector:
-            model_options["given"] = models.given = no_detector_boxes()
-        elif detections:
-            given, missing, notes = match_detections(detections, records)
+        if given is not None:
             model_options["given"] = models.given = given
-            records += missing
-            for n in notes:
-                log(n)
+        for n in notes:
+            log(n)
+        if detections:
             if detection_threshold is None and given.typical_threshold is not None:
                 detection_threshold = given.typical_threshold
                 threshold_note = f"typical_detection_threshold of {detections}"
@@ -228,7 +228,7 @@ def run(
 
         result = RunResult(records, out, problems)
         if sort:
-            plan = plan_sort(records, Path(sort_dir))
+            plan = plan_sort(records, Path(sort_dir), roots=inputs)  # only what the scan found under them
             if not dry_run:
                 save_plan(plan, sort, pending)
             report = sort_files(plan, sort, dry_run=dry_run, log=log)
@@ -278,9 +278,10 @@ def _given_info(given) -> dict | None:
             "format_version": given.info.get("format_version"), "files_listed_and_found": len(given.by_path)}
 
 
-def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run: bool, log) -> bool:
-    """Carry out the sort plan a killed run saved (moves are resumable), then forget it."""
-    mode, plan = load_plan(pending)
+def _finish_interrupted_sort(pending: Path, sort: str | None, sort_dir, dry_run: bool, log, inputs) -> bool:
+    """Carry out the sort plan a killed run saved (moves are resumable), then forget it; only
+    files under this run's inputs are taken."""
+    mode, plan = load_plan(pending, roots=inputs)
     if sort != mode or sort_dir is None or Path(sort_dir).absolute() != plan.sort_dir.absolute():
         raise ValueError(f"{pending.parent.parent}: a killed run left its --sort {mode} into {plan.sort_dir} "
                          f"unfinished; rerun with --sort {mode} --sort-dir {plan.sort_dir} to finish it "

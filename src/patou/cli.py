@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
+from .console import err, error, say, warning
 from .media import MAX_PIXELS
 from .models.commands import app as models_app
 from .reid.cli import app as reid_app
@@ -20,7 +20,6 @@ _type_of = typer.core.TyperOption.display_type_rich
 typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _type_of(self, ctx)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Camera-trap AI, offline, on a CPU.")
-err = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and CI logs
 app.add_typer(models_app, name="models")  # patou models list|install|remove
 app.add_typer(reid_app, name="reid")  # patou reid train|search|evaluate
 
@@ -66,7 +65,7 @@ def run_cmd(
     from .api import NothingToDo, run
 
     if not demo and not inputs:
-        err.print("[red]error:[/] give at least one folder of images, or --demo")
+        error("give at least one folder of images, or --demo")
         raise typer.Exit(2)
     log = _log(quiet)
     bar = Progress(TextColumn("[bold]patou"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -92,9 +91,9 @@ def run_cmd(
             log=log, progress=progress,
         )
     except NothingToDo as e:
-        err.print(f"[red]error:[/] {escape(str(e))}" if e.exit_code else escape(str(e)), highlight=False)
+        error(e) if e.exit_code else say(e)
         raise typer.Exit(e.exit_code)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
     finally:
         if bar.live.is_started:
@@ -104,7 +103,7 @@ def run_cmd(
 
         try:
             identify_run(out, reid_gallery, model=reid_model, threads=threads, log=log)
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             _fail(e)
     if not quiet:
         _summary(result)
@@ -114,18 +113,18 @@ def run_cmd(
 def _log(quiet: bool):
     """Problems always reach stderr; progress notes only without --quiet."""
     def log(m: str) -> None:
-        if not quiet or m.startswith(("failed", "warning", "clash", "error")):
-            err.print(m, markup=False, highlight=False)
+        if not quiet or m.startswith(("failed", "warning", "clash", "error", "refused")):
+            say(m)
     return log
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # "[train]", "[1]" in paths: text
+def _fail(e: Exception | str) -> None:
+    error(e)
     raise typer.Exit(2)
 
 
 def _needs_extras(what: str, e: ModuleNotFoundError) -> None:
-    # torch, scikit-learn, matplotlib... come with the `train` extra, not with a plain `pip install .`
+    # torch, scikit-learn, onnx... come with the `train` extra, not with a plain `pip install .`
     _fail(f"{what} needs the training extras ({e.name or e} missing): pip install 'patou[train]'")
 
 
@@ -169,7 +168,7 @@ def train_cmd(
                        head_fit=head_fit)
     except ModuleNotFoundError as e:
         _needs_extras("training", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
     raise typer.Exit(0 if result.get("card") else 1)
 
@@ -199,16 +198,16 @@ def evaluate_cmd(
                              fast=fast, groups=groups, log=_log(quiet))
     except ModuleNotFoundError as e:
         _needs_extras("evaluation", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
     if not quiet:
         for name in ("image", "event"):
             m = rep.get(name)
             if m:
-                err.print(f"{name}s: n={m['n']} accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
+                say(f"{name}s: n={m['n']} accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
                           f"macro F1 {m['macro_f1']:.3f} log-loss {m['log_loss']:.3f}"
                           + (f"; {m['target']['label']} recall {m['target']['recall']}" if m.get("target") else ""))
-        err.print(f"report: {rep['report']}")
+        say(f"report: {rep['report']}")
 
 
 @app.command("export")
@@ -232,7 +231,7 @@ def export_cmd(
         export_int8(model, calibration, out, target=target, threshold=threshold, log=_log(quiet))
     except ModuleNotFoundError as e:
         _needs_extras("int8 export", e)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
 
 @app.command("export-camtrap-dp")
@@ -260,20 +259,51 @@ def export_camtrap_dp_cmd(
             results_dir, out, deployments, utc_offset=utc_offset, sampling_design=sampling_design,
             contributors=contributor, title=title, data_license=data_license, media_license=media_license,
             media_url=media_url, media=media, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
-            log=lambda m: err.print(m, markup=False, highlight=False))
-    except ValueError as e:
+            log=say)
+    except (ValueError, OSError) as e:
         _fail(e)
     c = result.counts
-    err.print(f"{c['deployments']} deployments, {c['media']} media, {c['event_observations']} event and "
+    say(f"{c['deployments']} deployments, {c['media']} media, {c['event_observations']} event and "
               f"{c['media_observations']} media observations ({c['human_verified_events']} events human-verified) "
-              f"in {result.out}", highlight=False)
+              f"in {result.out}")
     if result.problems:
-        err.print("[red]not a valid Camtrap DP 1.0 package:[/]")
+        say("not a valid Camtrap DP 1.0 package:", "red")
         for line in result.problems:
-            err.print(f"  {line}", markup=False, highlight=False)
+            say(f"  {line}")
         raise typer.Exit(1)
     if result.valid:
-        err.print("valid Camtrap DP 1.0 package (frictionless, offline)")
+        say("valid Camtrap DP 1.0 package (frictionless, offline)")
+
+@app.command("report")
+def report_cmd(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A finished `patou run` results folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write; its CSV go in <name>-data/ beside it [default: RESULTS_DIR/report.html]."),
+    deployments: Optional[Path] = typer.Option(None, help="Deployments CSV (as for export-camtrap-dp): deploymentStart/End give camera-days and flag photos outside them."),
+    gap_days: int = typer.Option(14, help="Days without a photo that make a gap, or a silence at the end."),
+    burst_photos: int = typer.Option(300, help="Photos in one day that make a burst (vegetation, sun)."),
+    earliest: str = typer.Option("2010-01-01", help="Photos dated before this are a clock problem."),
+) -> None:
+    """One HTML page for the field team: camera health, species, RAI, occupancy, activity, what to review."""
+    from datetime import date
+
+    from .report import Rules, write_report
+
+    try:
+        rules = Rules(earliest=date.fromisoformat(earliest), gap_days=gap_days, burst_photos=burst_photos)
+    except ValueError:
+        _fail(f"--earliest {earliest!r}: give a date like 2010-01-01")
+    try:
+        written = write_report(results_dir, out, deployments, rules,
+                               log=say)
+    except ModuleNotFoundError as e:  # matplotlib is a dependency; a broken install says so
+        _fail(f"patou report needs {e.name or e}: pip install 'matplotlib==3.11.2'")
+    except (ValueError, OSError) as e:
+        _fail(e)
+    rep = written.report
+    say(f"{len(rep.season.photos)} photos, {rep.season.events} events, {rep.n_sites} sites, "
+        f"{rep.health.camera_days} camera-days; {sum(1 for s in rep.health.sites if s.findings)} site(s) "
+        f"flagged; report: {written.html} (CSV in {written.csv_dir})")
+
 
 @app.command("serve")
 def serve_cmd(
@@ -291,12 +321,12 @@ def serve_cmd(
 
     hosts = None if host in ("127.0.0.1", "localhost") else ["*"]  # a chosen address: any Host header
     if hosts:
-        err.print(f"[yellow]warning:[/] listening on {host}: other computers that reach it can read your photos")
+        warning(f"listening on {host}: other computers that reach it can read your photos")
     allowed = [*allow_dir, *(results or []), runs_dir] if allow_dir else None  # None: + the current folder
     web = create_app(results or [], runs_dir, allowed_hosts=hosts, allow_dirs=allowed)
     # the token is the key to the photos: only who reads this line (or the terminal) gets in
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/?token={web.state.token}"
-    err.print(f"patou review app: {url}  (Ctrl+C to stop)", markup=False, highlight=False)
+    say(f"patou review app: {url}  (Ctrl+C to stop)")
     if open_browser:
         import threading
         import webbrowser
@@ -307,15 +337,15 @@ def serve_cmd(
 
 def _summary(result) -> None:
     c, t = result.counts, result.timings
-    err.print(f"[bold]{c['images']} images, {c['events']} events, {c['failures']} failures[/]")
+    say(f"{c['images']} images, {c['events']} events, {c['failures']} failures", "bold")
     table = Table(show_edge=False)
     table.add_column("label")
     table.add_column("images", justify="right")
     table.add_column("events", justify="right")
     for label in sorted(set(c["labels"]) | set(c["event_labels"])):
-        table.add_row(label, str(c["labels"].get(label, 0)), str(c["event_labels"].get(label, 0)))
+        table.add_row(Text(label), str(c["labels"].get(label, 0)), str(c["event_labels"].get(label, 0)))
     err.print(table)
-    err.print(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")
+    say(f"{t['images_per_s'] or '-'} images/s; results in {result.out}")
 
 
 @app.command("guard")
@@ -344,9 +374,8 @@ def guard_cmd(
     site_depth: Optional[int] = typer.Option(None, help="Folder levels below the watched folder that name the site (default: the whole parent folder)."),
 ) -> None:
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
-    say = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
-        err.print("[red]error:[/] give exactly one of --watch DIR, --replay DIR or --status")
+        error("give exactly one of --watch DIR, --replay DIR or --status")
         raise typer.Exit(2)
     try:
         if status:
@@ -366,7 +395,7 @@ def guard_cmd(
                   detection_threshold=detection_threshold, cooldown=cooldown, event_gap=event_gap, db=db,
                   archive=archive, fast=fast, threads=threads, flip=not no_flip, settle=settle, poll=poll,
                   action_timeout=action_timeout, max_age=max_age or None, site_depth=site_depth, log=say)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
 
 

@@ -6,9 +6,11 @@ Decoding asks Pillow for a reduced JPEG (`draft`) at about the size the models n
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import warnings
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +22,12 @@ from .record import ImageRecord
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}  # gif: its first frame
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv"}  # decoded by video.py
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+# Photo and video types cameras and phones write that patou does not decode: counted when skipped
+# (with mimetypes' image/* and video/*), so a folder of HEIC files is never silently "nothing".
+SKIPPED_MEDIA = {".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw",
+                 ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".raw", ".3fr", ".erf",
+                 ".kdc", ".mrw", ".psd", ".wmv", ".m4v", ".3gp", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".webm",
+                 ".ogv", ".asf", ".vob", ".mxf", ".dv", ".insv"}
 # Draft decoding keeps the long side at least this large: enough for 640 px detection and crops.
 DECODE_SIDE = 1024
 # Decoded pixels (after JPEG draft reduction) above which an image is refused before decoding: a
@@ -42,6 +50,7 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
     """
     records: list[ImageRecord] = []
     problems: list[str] = []
+    skipped: Counter[str] = Counter()
     excluded = [Path(p).resolve() for p in exclude]
     seen_files: set[Path] = set()
     for given in inputs:
@@ -79,7 +88,12 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                 continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
+                if name.startswith("."):
+                    continue
+                suffix = Path(name).suffix.lower()
+                if suffix not in MEDIA_EXTENSIONS:
+                    if is_media_type(suffix):
+                        skipped[suffix] += 1
                     continue
                 path = here / name
                 try:
@@ -91,7 +105,19 @@ def scan(inputs: list[Path], exclude: list[Path] = (), site_depth: int | None = 
                     continue
                 seen_files.add(key)
                 records.append(ImageRecord(path=path, root=root, site=site_of(root, path, site_depth)))
+    if skipped:
+        problems.append(f"{sum(skipped.values())} files of types patou does not read were skipped ("
+                        + ", ".join(f"{k} {n}" for k, n in skipped.most_common()) + "): convert them to JPEG "
+                        "(or MP4) to analyse them")
     return records, problems
+
+
+def is_media_type(suffix: str) -> bool:
+    """A photo or video type (by its lower-case suffix), read by patou or not."""
+    if suffix in SKIPPED_MEDIA:
+        return True
+    kind = mimetypes.guess_type(f"x{suffix}", strict=False)[0] or ""
+    return kind.startswith(("image/", "video/"))
 
 
 def _loops(path: Path) -> bool:

@@ -148,19 +148,19 @@ class Checkpoint:
             lines = f.read().split("\n")
         try:
             header = json.loads(lines[0])
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
-        if header.get("fingerprint") != self.fingerprint or header.get("version") != CHECKPOINT_VERSION:
+        if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint or header.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
                 f"{self.path}: made with other models or options; run without --resume to start again"
             )
         for line in lines[1:]:
-            try:
+            try:  # a torn last line, or one that is not a record: that image is analysed again
                 d = json.loads(line)
-            except ValueError:
+                stat = d.pop("_stat", None)
+                r = ImageRecord.from_json(d)
+            except (ValueError, RecursionError, TypeError, KeyError, AttributeError):
                 continue
-            stat = d.pop("_stat", None)
-            r = ImageRecord.from_json(d)
             if stat is not None and stat == _stat_key(r.path):
                 done[str(r.path)] = r
         return done

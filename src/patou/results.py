@@ -30,6 +30,16 @@ class Run:
     def options(self) -> dict:
         return self.info.get("options", {})
 
+    @property
+    def input_roots(self) -> list[Path]:
+        """What a sort or a media copy may take files from: the inputs run.json names, when absolute
+        (a relative one depended on the run's working folder), else the records' own roots."""
+        inputs = self.options.get("inputs") if isinstance(self.options, dict) else None
+        given = [Path(p) for p in inputs if isinstance(p, str)] if isinstance(inputs, list) else []
+        if given and all(p.is_absolute() for p in given):
+            return given
+        return sorted({r.root for r in self.records}, key=str)
+
 
 def write_records(records: list[ImageRecord], out: Path) -> Path:
     path = Path(out) / RECORDS
@@ -49,7 +59,9 @@ def read_run_info(out: str | Path) -> dict:
         raise ValueError(f"{out}: not a patou results folder (no run.json)")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
-    except ValueError as e:
+        if not isinstance(info, dict):
+            raise ValueError(f"{type(info).__name__}, not an object")
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"{info_path}: unreadable ({e})") from None
     version = info.get("results_version")
     if version != RESULTS_VERSION or not rec_path.is_file():
@@ -68,6 +80,6 @@ def load_run(out: str | Path) -> Run:
         for n, line in enumerate(f, 1):
             try:
                 records.append(ImageRecord.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{rec_path}: line {n} unreadable ({e})") from None
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+                raise ValueError(f"{rec_path}: line {n} unreadable ({str(e)[:200]})") from None
     return Run(out, records, info)

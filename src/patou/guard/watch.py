@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..media import IMAGE_EXTENSIONS
+from ..media import IMAGE_EXTENSIONS, is_media_type
 
 # names cameras, FTP servers and copy tools give files still being written
 TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".download", "~")
@@ -58,6 +58,7 @@ class Watcher:
         self._cand: dict[str, _Candidate] = {}
         self._seq = 0
         self._next_rescan = 0.0
+        self._unread: set[str] = set()  # photos of a type patou skips, already reported
         self._observer = None
         self.mode = "polling"
 
@@ -112,6 +113,11 @@ class Watcher:
     # -- candidates ----------------------------------------------------------------------------
     def _skip(self, path: str) -> bool:
         if not wanted(os.path.basename(path)):
+            suffix = os.path.splitext(path)[1].lower()
+            if path not in self._unread and is_media_type(suffix) and not os.path.basename(path).startswith("."):
+                self._unread.add(path)  # said once per file: a camera set to HEIC must not look like a quiet night
+                self.log(f"warning: {path}: the guard reads photos of types {' '.join(sorted(IMAGE_EXTENSIONS))}, "
+                         f"not {suffix}: skipped (set the camera to JPEG)")
             return True
         rel = os.path.relpath(path, self.root)
         if rel.startswith(os.pardir) or any(p.startswith(".") for p in Path(rel).parts[:-1]):

@@ -52,12 +52,17 @@ class ModelCard:
             path = path.with_suffix(".json")
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise ValueError(f"{path}: cannot read model card: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: model card is {type(data).__name__}, not an object")
         known = {f for f in cls.__dataclass_fields__ if f != "path"}
         missing = {"name", "task", "file", "input_size", "labels"} - data.keys()
         if missing:
             raise ValueError(f"{path}: model card lacks {', '.join(sorted(missing))}")
+        bad = _bad_fields(data)
+        if bad:
+            raise ValueError(f"{path}: model card field {bad}")
         card = cls(**{k: v for k, v in data.items() if k in known}, path=path)
         card.input_size = tuple(card.input_size)
         card.mean, card.std = tuple(card.mean), tuple(card.std)
@@ -81,10 +86,32 @@ class ModelCard:
         return d
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _bad_fields(d: dict) -> str | None:
+    """What in a card's JSON is of the wrong kind (a card is a file from anyone), or None."""
+    checks = {
+        "name": lambda v: isinstance(v, str), "task": lambda v: isinstance(v, str),
+        # the ONNX file sits beside its card: a bare name, never a path elsewhere
+        "file": lambda v: isinstance(v, str) and v not in ("", ".", "..") and "/" not in v and "\\" not in v,
+        "input_size": lambda v: isinstance(v, list) and len(v) == 2 and all(type(x) is int and 0 < x <= 8192 for x in v),
+        "labels": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "mean": lambda v: isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v),
+        "std": lambda v: isinstance(v, list) and len(v) == 3 and all(_number(x) and x != 0 for x in v),
+        "extra": lambda v: isinstance(v, dict),
+    }
+    for k, ok in checks.items():
+        if k in d and not ok(d[k]):
+            return f"{k} = {str(d[k])[:60]} is not valid"
+    return None
+
+
 def _is_card(p: Path) -> bool:
     try:
         return "task" in json.loads(p.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError, TypeError):
         return False
 
 

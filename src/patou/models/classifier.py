@@ -118,6 +118,11 @@ class Classifier:
         self._std = np.asarray(self.card.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
         self.session = cpu_session(self.card.onnx_path, threads)
+        shape = self.session.get_inputs()[0].shape
+        want = (3, *self.card.input_size)
+        if len(shape) != 4 or any(isinstance(d, int) and d != w for d, w in zip(shape[1:], want)):
+            raise ValueError(f"{self.card.onnx_path}: the network takes input {shape}, its card says "
+                             f"(batch, {', '.join(map(str, want))})")
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         n_out = self.session.get_outputs()[0].shape[-1]

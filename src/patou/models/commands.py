@@ -6,24 +6,27 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from patou.console import err, error, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Install publishers' models (DeepFaune...) once, then run them offline with --model NAME.")
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _say(m: str) -> None:
-    err.print(m, markup=False, highlight=False)
+    say(m)
 
 
 @app.command("list")
 def list_cmd() -> None:
     """Bundled, installed and installable models: task, classes, size, licence, source."""
     from patou.models.card import ASSETS, ModelCard
-    from patou.models.install import describe_installed
+    from patou.models.install import clean_stale_installs, describe_installed
     from patou.models.registry import REGISTRY, models_dir
+
+    for gone in clean_stale_installs():
+        _say(f"removed {gone}, left by an install that was killed")
 
     rows = [("name", "status", "task", "version", "classes", "MB", "licence / source")]
     for p in sorted(ASSETS.glob("*.json")):
@@ -34,16 +37,16 @@ def list_cmd() -> None:
     for r in installed:
         rows.append((r["name"], "installed", r.get("task", "?"), r.get("version", ""), str(r.get("classes", "")),
                      str(r.get("size_mb", "")), r.get("problem") or f"{r['licence']}; {r['source']}"))
-    done = {r["name"] for r in installed}
+    done = {(r["name"], r.get("version")) for r in installed}
     for e in REGISTRY.values():
         for v, ver in e.versions.items():
-            rows.append((e.name, "installable" + ("+installed" if e.name in done else ""), e.task,
+            rows.append((e.name, "installable" + ("+installed" if (e.name, v) in done else ""), e.task,
                          v + ("*" if v == e.default_version else ""), str(len(ver.classes)),
                          f"~{ver.size_mb}" if ver.size_mb else "?", f"{ver.licence}; {ver.url}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:  # plain lines: whole in a pipe or a log, where a table would wrap
         print("  ".join(x.ljust(w) for x, w in zip(r, widths)) + "  " + r[6])
-    err.print(f"installed models live in {models_dir()} (set PATOU_MODELS to move them)", highlight=False)
+    say(f"installed models live in {models_dir()} (set PATOU_MODELS to move them)")
 
 
 @app.command("install")
@@ -80,9 +83,9 @@ def install_cmd(
         install(name, version, from_file=from_file, accept_licence=accept_licence, confirm=confirm,
                 skip_self_check=skip_self_check, int8=int8, check_dirs=check or [], url=url, sha256=sha256,
                 keep_download=keep_download, progress=progress, log=_say)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         bar.stop()
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        error(e)
         raise typer.Exit(2)
     bar.stop()
 
@@ -94,7 +97,7 @@ def remove_cmd(name: str = typer.Argument(..., help="An installed model's name."
 
     try:
         folder = remove(name)
-    except ValueError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+    except (ValueError, OSError) as e:
+        error(e)
         raise typer.Exit(2)
     _say(f"removed {name} ({folder})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -97,26 +98,27 @@ def download(url: str, dest: Path, progress: Progress | None = None, timeout: fl
 # ---------------------------------------------------------------- checkpoint -> torch
 def load_checkpoint(path: Path, entry: Entry, version: Version):
     """The checkpoint as a torch network, mapped strictly; InstallError naming the file otherwise."""
-    import torch
-
     from patou.models import vit
+    from patou.torch_files import load as load_weights
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from the pickle
-    except Exception as e:  # torch raises several kinds for a truncated or foreign file
-        raise InstallError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise InstallError(f"{path}: expected a dict with 'args' and 'state_dict' (DeepFaune's layout)")
-    args = ckpt.get("args") or {}
-    if args.get("backbone") not in (None, entry.backbone):
-        raise InstallError(f"{path}: backbone {args.get('backbone')!r}, expected {entry.backbone!r}")
-    n = len(version.classes)
-    if args.get("num_classes") not in (None, n):
-        raise InstallError(f"{path}: {args.get('num_classes')} classes, this version of {entry.name} has {n}")
-    try:
-        model = vit.from_state_dict(ckpt["state_dict"], prefix="base_model.")
+    try:  # tensors and plain data only (no code runs), mapped from the file: nothing allocated yet
+        ckpt = load_weights(path, "--from", mmap=True)
     except ValueError as e:
-        raise InstallError(f"{path}: {e}") from None
+        raise InstallError(str(e)) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise InstallError(f"--from {path}: expected a dict with 'args' and 'state_dict' (DeepFaune's layout)")
+    args = ckpt.get("args") or {}
+    if not isinstance(args, dict):
+        raise InstallError(f"--from {path}: 'args' is {type(args).__name__}, expected a dict (DeepFaune's layout)")
+    backbone, classes, n = args.get("backbone"), args.get("num_classes"), len(version.classes)
+    if not (backbone is None or isinstance(backbone, str) and backbone == entry.backbone):
+        raise InstallError(f"--from {path}: backbone {str(backbone)[:80]!r}, expected {entry.backbone!r}")
+    if not (classes is None or type(classes) is int and classes == n):
+        raise InstallError(f"--from {path}: {str(classes)[:20]} classes, this version of {entry.name} has {n}")
+    try:
+        model = vit.from_state_dict(ckpt["state_dict"], prefix="base_model.", limits={**entry.network, "classes": n})
+    except ValueError as e:
+        raise InstallError(f"--from {path}: {e}") from None
     if model.head.out_features != n:
         raise InstallError(f"{path}: the head has {model.head.out_features} outputs, this version of {entry.name} has {n}")
     if entry.input_size % model.patch:
@@ -289,6 +291,8 @@ def install(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InstallError(f"{root}: cannot create the models folder ({e.strerror or e})") from None
+    for gone in clean_stale_installs(root):
+        log(f"removed {gone.name}, left by an install that was killed")
     downloaded = None
     if from_file is not None:
         path = Path(from_file).expanduser()
@@ -383,6 +387,40 @@ def install(
         downloaded.unlink(missing_ok=True)  # ours, and 1.2 GB: the card keeps its SHA-256
     log(f"installed {name} {vname} in {dest}")
     return dest
+
+
+_INSTALLING = re.compile(r"^\.(?P<name>.+)\.installing-(?P<pid>\d+)$")
+
+
+def clean_stale_installs(root: Path | None = None) -> list[Path]:
+    """Remove the `.NAME.installing-PID` folders of installs whose process is gone (killed with
+    -9: up to 1.2 GB each). A live process's folder, or one whose owner cannot be told, stays."""
+    root = root or registry.models_dir()
+    gone = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return gone
+    for n in names:
+        m = _INSTALLING.match(n)
+        p = root / n
+        if m and p.is_dir() and not p.is_symlink() and not _alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            if not p.exists():
+                gone.append(p)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process, not ask
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # someone else's process (or an odd number): keep
+        return True
+    return True
 
 
 def remove(name: str) -> Path:

@@ -46,6 +46,9 @@ class Entry:
     resize: str  # a crop mode the Classifier knows (classifier.CROP_MODES)
     resample: str = "bicubic"
     taxonomy: Path | None = None  # publisher class -> patou label, group, Camtrap DP taxon
+    # the largest network a checkpoint of this entry may describe (checked on the tensors' shapes
+    # before anything is built: a few KB of stride-0 tensors can declare gigabytes)
+    network: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def version(self, v: str | None) -> tuple[str, Version]:
@@ -106,6 +109,7 @@ REGISTRY: dict[str, Entry] = {
         resize="square-clip",  # DeepFaune's crop: grow the short side to a square, clip to the image
         resample="bicubic",
         taxonomy=DEEPFAUNE_TAXONOMY,
+        network={"width": 1024, "depth": 24, "patch": 14, "mlp": 4096, "grid": 37},  # ViT-L/14 at 518 px
     ),
 }
 

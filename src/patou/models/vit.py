@@ -104,16 +104,21 @@ def expected_keys(depth: int) -> set[str]:
     return keys
 
 
-def from_state_dict(state: dict, prefix: str = "") -> DinoV2ViT:
+def from_state_dict(state: dict, prefix: str = "", limits: dict | None = None) -> DinoV2ViT:
     """Build the network the tensors describe and load them strictly: every expected key present,
-    no key left over, every shape equal. Raises ValueError naming what does not fit."""
+    no key left over, every shape equal. Raises ValueError naming what does not fit.
+
+    `limits` (width, depth, mlp, grid: at most; patch: exactly; classes: exactly) are checked on
+    the shapes alone, before anything is allocated."""
     sd = {}
     stray = []
     for k, v in state.items():
         if isinstance(k, str) and k.startswith(prefix):
+            if not isinstance(v, torch.Tensor):
+                raise ValueError(f"{k} is {type(v).__name__}, not a tensor")
             sd[k[len(prefix):]] = v
         else:
-            stray.append(str(k))
+            stray.append(str(k)[:60])
     if stray:
         raise ValueError(f"unexpected keys without the {prefix!r} prefix: {', '.join(sorted(stray)[:5])}")
     need = ("patch_embed.proj.weight", "pos_embed", "head.weight")
@@ -122,6 +127,9 @@ def from_state_dict(state: dict, prefix: str = "") -> DinoV2ViT:
         raise ValueError(f"not a ViT checkpoint: missing {', '.join(missing)}")
     depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()),
                     default=-1)
+    for k, ndim in (("patch_embed.proj.weight", 4), ("pos_embed", 3), ("head.weight", 2)):
+        if sd[k].ndim != ndim:
+            raise ValueError(f"{prefix}{k} has {sd[k].ndim} dimensions, a ViT's has {ndim}")
     dim, _, patch, _ = sd["patch_embed.proj.weight"].shape
     n_pos = sd["pos_embed"].shape[1] - 1
     grid = math.isqrt(n_pos)
@@ -131,6 +139,13 @@ def from_state_dict(state: dict, prefix: str = "") -> DinoV2ViT:
         raise ValueError(f"not a ViT checkpoint: no {prefix}blocks.0.mlp.fc1.weight")
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
     num_classes = sd["head.weight"].shape[0]
+    if limits:
+        declared = {"width": dim, "depth": depth, "patch": patch, "mlp": hidden, "grid": grid, "classes": num_classes}
+        exact = ("patch", "classes")
+        over = [f"{k} {declared[k]} ({'expected' if k in exact else 'at most'} {v})" for k, v in limits.items()
+                if (declared[k] != v if k in exact else declared[k] > v)]
+        if over:
+            raise ValueError("the tensors' shapes declare a network other than this model's: " + ", ".join(over))
     want = expected_keys(depth)
     extra, absent = sorted(set(sd) - want), sorted(want - set(sd))
     if extra or absent:

@@ -209,7 +209,7 @@ def export_camtrap_dp(
 
     out.mkdir(parents=True, exist_ok=True)
     if media:  # the photos inside the package, in their input tree; never overwriting a different file
-        report = sort_files(SortPlan(placements, out / MEDIA_DIR), media, log=lambda m: None)
+        report = sort_files(SortPlan(placements, out / MEDIA_DIR, roots=run.input_roots), media, log=lambda m: None)
         for msg in report.messages:
             warn(msg)
     descriptor = _descriptor(run, dep_rows, obs_rows, tax, people, title, sampling_design, capture_method,

@@ -49,9 +49,13 @@ def _read(results_dir: Path) -> dict:
     path = Path(results_dir) / CORRECTIONS
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("version") != VERSION:
-        raise ValueError(f"{path}: corrections format version {data.get('version')!r}, this patou reads {VERSION}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: unreadable corrections ({str(e)[:200]})") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise ValueError(f"{path}: corrections format version {version!r}, this patou reads {VERSION}")
     return data.get("images", {})
 
 

@@ -28,9 +28,12 @@ class OutLock:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        (self.out / ".patou").mkdir(parents=True, exist_ok=True)
         path = self.out / ".patou" / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # the first write of a run: a read-only or full --out stops it here, before any analysis
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ValueError(f"--out {self.out}: cannot write the results there ({e.strerror or e})") from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -32,11 +32,32 @@ _PART = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.patou-part$")
 
 
 class SortPlan(list):
-    """A list of (src, dst) that remembers its sort_dir, so sort_files can keep writes inside it."""
+    """A list of (src, dst) that remembers its sort_dir, so sort_files can keep writes inside it,
+    and the input roots, so it only ever takes files from under them (`refused`: the others)."""
 
-    def __init__(self, items=(), sort_dir: Path | None = None):
+    def __init__(self, items=(), sort_dir: Path | None = None, roots=None):
         super().__init__(items)
         self.sort_dir = sort_dir
+        self.roots = None if roots is None else [Path(os.path.abspath(r)) for r in roots]
+        self.refused: list[str] = []
+
+
+def under_root(path: str | Path, root: str | Path) -> bool:
+    """`path` is `root` itself or below it, by name: '..' and absolute paths are resolved
+    lexically, so a name never climbs out of the folder that was scanned."""
+    p, r = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def _outside(src: Path, roots) -> str | None:
+    """Why `src` may not be sorted (None: it may): only media found under a scanned input."""
+    from patou.media import MEDIA_EXTENSIONS
+
+    if roots is not None and not any(under_root(src, r) for r in roots):
+        return "not under an input folder"
+    if src.suffix.lower() not in MEDIA_EXTENSIONS or src.name.startswith("."):
+        return "not a photo or video patou scans"
+    return None
 
 
 @dataclass
@@ -76,13 +97,20 @@ def _entry(p: Path) -> Path:
     return Path(os.path.realpath(p.parent)) / p.name
 
 
-def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path) -> SortPlan:
-    """(src, dst) per record; files already inside sort_dir (sorted by an earlier run) are left out."""
+def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path, roots: Iterable[str | Path] | None = None) -> SortPlan:
+    """(src, dst) per record; files already inside sort_dir (sorted by an earlier run) are left out.
+
+    Only media files under their record's root, and under one of `roots` (the inputs that were
+    scanned) when given, are planned; any other record is in `plan.refused` and never touched."""
     sort_dir = Path(sort_dir)
     inside = Path(os.path.realpath(sort_dir))
-    plan = SortPlan(sort_dir=sort_dir)
+    plan = SortPlan(sort_dir=sort_dir, roots=roots)
     for r in in_output_order(records):
         src = Path(r.path)
+        why = _outside(src, [r.root]) or _outside(src, plan.roots)
+        if why:
+            plan.refused.append(f"refused: {src}: {why}; not sorted")
+            continue
         if _entry(src).is_relative_to(inside):
             continue
         folder = FAILED_DIR if r.failure else _safe_part(r.event_label or r.label or UNDEFINED)
@@ -98,10 +126,18 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
         raise ValueError(f"sort mode must be one of {', '.join(MODES)}, not {mode!r}")
     sort_dir = sort_dir if sort_dir is not None else getattr(plan, "sort_dir", None)
     rep = SortReport(mode, dry_run)
+    roots = getattr(plan, "roots", None)
+    for msg in getattr(plan, "refused", ()):
+        rep.errors += 1
+        _problem(rep, log, msg)
     used: dict[Path, Path] = {}
     listed: dict[Path, list[str]] = {}
     for src, dst in plan:
         src, dst = Path(src), Path(dst)
+        if roots is not None and not any(under_root(src, r) for r in roots):  # the second wall
+            rep.errors += 1
+            _problem(rep, log, f"refused: {src}: not under an input folder; not sorted")
+            continue
         rep.planned += 1
         if dry_run:
             log(f"{mode.upper()} {src} -> {dst}")
@@ -150,11 +186,19 @@ def save_plan(plan: SortPlan, mode: str, path: Path) -> None:
         tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
 
 
-def load_plan(path: Path) -> tuple[str, SortPlan]:
-    """(mode, plan) of a plan saved by save_plan."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    sort_dir = Path(data["sort_dir"])
-    return data["mode"], SortPlan([(Path(s), Path(d)) for s, d in data["items"]], sort_dir=sort_dir)
+def load_plan(path: Path, roots: Iterable[str | Path]) -> tuple[str, SortPlan]:
+    """(mode, plan) of a plan saved by save_plan, limited to files under `roots` (this run's
+    inputs: the file itself is not trusted to say where sources may be)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        plan = SortPlan([(Path(s), Path(d)) for s, d in data["items"]], sort_dir=Path(data["sort_dir"]), roots=roots)
+        mode = data["mode"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ValueError(f"{path}: unreadable sort plan of a killed run ({type(e).__name__}: {str(e)[:100]}); "
+                         "delete it to start afresh") from None
+    if mode not in MODES:
+        raise ValueError(f"{path}: sort plan with mode {str(mode)[:20]!r}; delete it to start afresh")
+    return mode, plan
 
 
 def _problem(rep: SortReport, log: Callable[[str], None], msg: str) -> None:

@@ -56,7 +56,7 @@ def train_cmd(
         train(known_dir, out, no_detector=no_detector, epochs=epochs, views=views, cut=cut, dim=dim,
               image_size=image_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
               resume=resume, threads=threads, log=_log(quiet))
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
 
 
@@ -77,12 +77,17 @@ def search_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Rank the known individuals for each photo: OUT/candidates.csv."""
+    from patou.api import NothingToDo
+    from patou.console import error
     from patou.reid.ranking import search
 
     try:
         search(photos, gallery, out, model=model, top_k=top_k, no_detector=no_detector, new_threshold=new_threshold,
                cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank, log=_log(quiet))
-    except ValueError as e:
+    except NothingToDo as e:
+        error(e)
+        raise typer.Exit(e.exit_code)
+    except (ValueError, OSError) as e:
         _fail(e)
 
 
@@ -110,7 +115,7 @@ def evaluate_cmd(
         m = evaluate(data, out, model=model, no_detector=no_detector, split_csv=split, split_column=split_column,
                      seed=seed, cache_dir=cache_dir, threads=threads, fuse=fuse, pool=pool, rerank_k=rerank,
                      log=_log(quiet))
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _fail(e)
     typer.echo(f"{m['queries']} queries vs {m['gallery']} gallery photos: hit@1 {_fmt(m.get('individual_hit@1'))}, "
                f"hit@3 {_fmt(m.get('individual_hit@3'))}, hit@5 {_fmt(m.get('individual_hit@5'))}, "

@@ -22,7 +22,8 @@ def scan_individuals(root: str | Path) -> tuple[list[LabelledImage], list[str]]:
     if not root.is_dir():
         return [], [f"{root}: no such folder"]
     records, problems = scan([root])
-    images = []
+    holders = {r.site for r in records if r.site != "."}  # folders that hold photos themselves
+    images, nested = [], defaultdict(int)
     for r in records:
         if r.path.suffix.lower() not in IMAGE_EXTENSIONS:
             problems.append(f"{r.path}: videos are not used for re-identification, skipped")
@@ -30,7 +31,19 @@ def scan_individuals(root: str | Path) -> tuple[list[LabelledImage], list[str]]:
         if r.site == ".":
             problems.append(f"{r.path}: not inside an individual's folder (KNOWN_DIR/<individual_id>/), skipped")
             continue
+        parts = r.site.split("/")
+        owner = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in holders), None)
+        if owner is not None:  # rex/2024/*.jpg beside rex/*.jpg: "2024" is no animal's name
+            nested[(owner, r.site)] += 1
+            continue
         images.append(LabelledImage(path=r.path, root=r.root, label=r.path.parent.name, site=r.site))
+    if nested:
+        problems.append(
+            f"warning: {root}: {sum(nested.values())} photos in folders inside an individual's folder skipped "
+            "(their folder's name would be taken for a new individual): "
+            + ", ".join(f"{sub}/ in {owner}/ ({n})" for (owner, sub), n in sorted(nested.items())[:3])
+            + (" ..." if len(nested) > 3 else "") + "; move them up into the individual's folder, or beside it "
+            "if they are another animal")
     if not images:
         problems.append(f"{root}: no photos in individual folders (expected {root}/<individual_id>/*.jpg)")
     assign_events(images)

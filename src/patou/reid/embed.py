@@ -123,7 +123,7 @@ class Embedder:
         self._mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1)
         if pool == "gem":
-            self.session = cpu_session(with_output(card.onnx_path.read_bytes(), fmap), threads)
+            self.session = cpu_session(with_output(card.onnx_path.read_bytes(), fmap), threads, name=card.onnx_path)
             self._output = fmap
         else:
             self.session = cpu_session(card.onnx_path, threads)

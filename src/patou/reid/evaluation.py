@@ -81,6 +81,12 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
     result = metrics.scores(q.vectors, qids, g.vectors, gids)
     result.update(model=embedder.name, protocol=protocol, rerank=f"DBA + alpha-QE k={rerank_k} alpha={ALPHA:g}" if rerank_k > 0 else "none", inputs="whole photos" if no_detector else "detector crops",
                   skipped=len(q.problems) + len(g.problems))
+    n_ind = len(set(gids))
+    if n_ind <= max(metrics.KS):  # ranking k or fewer candidates: hit@k cannot miss
+        result["warning"] = ("the gallery holds one individual: every query's first candidate is it, so these "
+                             "figures mean nothing" if n_ind < 2 else
+                             f"the gallery holds {n_ind} individuals: hit@k for k >= {n_ind} is 1 by construction")
+        log(f"warning: {data}: {result['warning']}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +112,8 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
         tmp.write_text(json.dumps(_clean(result), indent=2) + "\n")
     md = ["# Re-identification report", "", f"Model: {embedder.name}. Protocol: {protocol}. Inputs: {result['inputs']}. Re-ranking: {result['rerank']}.",
           f"{result['queries']} queries against {result['gallery']} gallery photos of {result['individuals']} "
-          "individuals.", "", "| level | hit@1 | hit@3 | hit@5 | mAP |", "|---|---|---|---|---|"]
+          "individuals." + (f" **Warning: {result['warning']}.**" if result.get("warning") else ""),
+          "", "| level | hit@1 | hit@3 | hit@5 | mAP |", "|---|---|---|---|---|"]
     for level in ("individual", "image"):
         md.append(f"| {level} | " + " | ".join(_fmt(result.get(f"{level}_hit@{k}")) for k in metrics.KS)
                   + f" | {_fmt(result.get(f'{level}_mAP'))} |")

@@ -86,6 +86,16 @@ def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_
     from patou.reid.rerank import rerank
 
     out = Path(out_dir)
+    if not Path(gallery).is_dir():
+        raise ValueError(f"--gallery {gallery}: no such folder")
+    given = [Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])]
+    records, problems = scan(given, exclude=[out])
+    paths = [r.path for r in records if r.path.suffix.lower() in IMAGE_EXTENSIONS]
+    if not paths:  # like `patou run`: nothing to search is an error, not an empty candidates.csv
+        from patou.api import NothingToDo
+
+        why = "; ".join(problems) or f"no photo in {', '.join(map(str, given))}"
+        raise NothingToDo(f"nothing to search: {why}")
     embedder = make_embedder(model, fuse=fuse, pool=pool, threads=threads)
     if new_threshold is None and fuse is None and rerank_k <= 0:
         new_threshold = (embedder.card.extra or {}).get("new_individual_threshold") if embedder.card.task == "embedding" else None
@@ -100,9 +110,6 @@ def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_
         log(p)
     if not g.paths:
         raise ValueError(f"{gallery}: no usable gallery photo")
-    records, problems = scan([Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])],
-                             exclude=[out])
-    paths = [r.path for r in records if r.path.suffix.lower() in IMAGE_EXTENSIONS]
     q = embed_photos(paths, embedder, **kw)
     for p in problems + q.problems:
         log(p)

@@ -34,6 +34,8 @@ from patou.reid.data import scan_individuals
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, crop_photo
 from patou.reid.net import ArcFace, EmbeddingNet
 from patou.reid.ranking import choose_threshold
+from patou.torch_files import load as load_weights
+from patou.torch_files import need
 from patou.train import augment
 from patou.train.job import _write_split
 from patou.train.loop import _save, _write_history
@@ -154,6 +156,10 @@ def train(
     val_imgs, x_val = _crops(val_imgs, detector, detection_threshold, log)
     ids = sorted({i.label for i in train_imgs})
     index = {k: n for n, k in enumerate(ids)}
+    if not any(i.label in index for i in val_imgs):  # validation can only rank animals training saw
+        log(f"warning: {known_dir}: no validation photo is of an individual among the training photos (each "
+            "needs photos from two sequences, one on each side): the validation figures and the new-individual "
+            "threshold of this model mean nothing")
     y_train = torch.tensor([index[i.label] for i in train_imgs])
     config = {"cut": cut, "dim": dim, "image_size": image_size, "views": views, "epochs": epochs, "lr": lr,
               "batch_size": batch_size, "seed": seed, "n_train": len(train_imgs), "n_val": len(val_imgs),
@@ -174,15 +180,20 @@ def train(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1))))
     history, start, best = [], 0, (-1.0, -1.0)
     if resume:
-        ck = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-        changed = [k for k in RESUME_KEYS if ck["config"].get(k) != config.get(k)]
+        ck = load_weights(out_dir / CHECKPOINT, "--resume")  # tensors and plain data only: no code runs
+        changed = [k for k in RESUME_KEYS if need(need(ck, dict, str(out_dir / CHECKPOINT)).get("config"), dict,
+                                                  f"{out_dir / CHECKPOINT}: config").get(k) != config.get(k)]
         if changed:
             raise ValueError(f"{out_dir}: cannot resume, settings differ from the killed run: {', '.join(changed)}")
-        model.suffix.load_state_dict(ck["suffix"])
-        head.load_state_dict(ck["head"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        history, start, best = ck["history"], ck["epoch"] + 1, tuple(ck["best"])
+        try:  # the file is data: a field of the wrong kind is one line, not a traceback
+            model.suffix.load_state_dict(ck["suffix"])
+            head.load_state_dict(ck["head"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            history, start, best = list(ck["history"]), int(ck["epoch"]) + 1, tuple(float(v) for v in ck["best"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise ValueError(f"{out_dir / CHECKPOINT}: not a checkpoint of this training ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:160]}); delete it to start afresh") from None
         log(f"resuming after epoch {start}")
 
     t0 = time.perf_counter()
@@ -243,8 +254,13 @@ def train(
 
     if not (out_dir / BEST).is_file():  # no validation photos: the last epoch is the model
         _save({"suffix": model.suffix.state_dict(), "epoch": epochs - 1, "val": {}}, out_dir / BEST)
-    best_ck = torch.load(out_dir / BEST, map_location="cpu", weights_only=False)
-    model.suffix.load_state_dict(best_ck["suffix"])
+    best_ck = load_weights(out_dir / BEST, "best epoch")
+    try:
+        model.suffix.load_state_dict(best_ck["suffix"])
+        best_val, best_epoch = need(best_ck["val"], dict, "val"), int(best_ck["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{out_dir / BEST}: not a checkpoint of this training ({type(e).__name__}); "
+                         "delete it and train again") from None
     g_emb = _embed_cached(model, clean_train, flip_train)
     q_emb = _embed_cached(model, clean_val, flip_val)
     threshold = choose_threshold(q_emb, val_ids, g_emb, train_ids) if len(val_ids) else {"threshold": None}
@@ -257,7 +273,7 @@ def train(
         "crop_margin": 0.1,
         "new_individual_threshold": threshold.get("threshold"),
         "threshold_selection": threshold,
-        "validation": {**best_ck["val"], "epoch": best_ck["epoch"] + 1,
+        "validation": {**best_val, "epoch": best_epoch + 1,
                        "protocol": "validation sequences as queries vs training photos as gallery (same individuals)"},
         "training_data": {"folder": str(Path(known_dir).resolve()), "individuals": len(ids),
                           "train_photos": len(train_imgs), "val_photos": len(val_imgs),
@@ -268,7 +284,7 @@ def train(
                      "trained": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }
     card = export(model, out_dir, spec, extra, list(x_val[:16]) or list(x_train[:16]))
-    log(f"exported {card.path} (validation hit@1 {best_ck['val'].get('individual_hit@1')}, "
+    log(f"exported {card.path} (validation hit@1 {best_val.get('individual_hit@1')}, "
         f"threshold {threshold.get('threshold')}, {train_minutes:.1f} min)")
     return card
 

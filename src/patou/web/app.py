@@ -21,6 +21,7 @@ from patou.results import Run
 
 from . import review
 from . import reid as reid_routes
+from . import report as report_routes
 from .access import MAX_BODY, Folders, TokenAndBodyGuard, new_token
 from .files import Refused, safe_file, thumbnail
 from .runs import Registry
@@ -297,12 +298,14 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         except ValueError as e:
             raise HTTPException(403, f"refused: {e}") from None
         messages: list[str] = []
-        plan = plan_sort(review.corrected_records(review.items(run)), Path(sort_dir.strip()).expanduser())
+        plan = plan_sort(review.corrected_records(review.items(run)), Path(sort_dir.strip()).expanduser(),
+                         roots=run.input_roots)
         report = sort_files(plan, mode, dry_run=dry_run, log=messages.append)
         return dict(summary=report.summary(), planned=report.planned, done=report.done, skipped=report.skipped,
                     clashes=report.clashes, errors=report.errors, messages=messages[:200])
 
     reid_routes.add_routes(app, load, templates, _roots, user)  # re-identification pages
+    report_routes.add_routes(app, load)  # the season report (patou report)
     return app
 
 
