@@ -4,8 +4,8 @@
 `args` (an argparse Namespace, a Path, a NumPy scalar: what a training script has at hand), which
 the safe loader refuses; then the file is read by the inert unpickler (unpickle.py), which runs
 nothing from it. What the file names must still be data: a checkpoint whose pickle names anything
-else (os.system, builtins.exec, a class of the publisher's code...) is refused, even though the
-inert reading ran none of it, because no honest training checkpoint needs it.
+else (os.system, builtins.exec, a class of the publisher's code...) is refused as torch refuses it,
+even though the inert reading ran none of it, because no honest training checkpoint needs it.
 
 Nothing is allocated from the file's declarations here: `shapes()` is read from the pickle, and the
 caller checks them against what it expects (the registry entry's width, depth, patch) before
@@ -62,52 +62,55 @@ def _refused_globals(path: Path) -> list[str]:
 
     try:
         return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # an older torch, or a file its scanner cannot read: the inert reader will say
+    except Exception:  # an older torch, or a file its scanner cannot read: the stand-ins say it
         return []
 
 
-def _layout(path: Path, root) -> tuple[dict, dict]:
+def _layout(name: str, root) -> tuple[dict, dict]:
     if not isinstance(root, dict) or not isinstance(root.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: expected a dict with 'args' and 'state_dict' (a training checkpoint)")
+        raise CheckpointError(f"{name}: expected a dict with 'args' and 'state_dict' (a training checkpoint)")
     args = unpickle.plain(root.get("args") or {})
     if not isinstance(args, dict):
-        raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, not a dict of settings")
+        raise CheckpointError(f"{name}: 'args' is {type(args).__name__}, expected a dict (a training checkpoint)")
     return args, root["state_dict"]
 
 
-def read(path: str | Path) -> PublisherCheckpoint:
-    """The checkpoint's args (plain values) and state_dict; CheckpointError (one line) when the file is
-    unreadable, not a training checkpoint, or names code."""
+def read(path: str | Path, what: str = "--from") -> PublisherCheckpoint:
+    """The checkpoint's args (plain values) and state_dict; CheckpointError, one line naming `what`
+    and the file, when it is unreadable, not a training checkpoint, or holds code."""
     import torch
 
+    from patou.torch_files import RefusedPickle, load
+
     path = Path(path)
-    try:
-        root = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from the pickle
-    except Exception as e:  # refused (a foreign global), truncated, or not a torch file at all
-        first = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+    name = f"{what} {path}".strip()
+    try:  # tensors mapped from the file, not read: nothing allocated from its declarations yet
+        root = load(path, what, mmap=True)
+    except RefusedPickle as e:
+        refusal = str(e)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     else:
-        args, state = _layout(path, root)
-        bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        args, state = _layout(name, root)
+        bad = [str(k)[:60] for k, v in state.items() if not isinstance(v, torch.Tensor)]
         if bad:
-            raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+            raise CheckpointError(f"{name}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
         return PublisherCheckpoint(path, args, dict(state), "torch.load(weights_only=True)")
-    refused = _refused_globals(path)
     try:
         ck = unpickle.read(path)
-    except CheckpointError as e:
-        why = str(e).removeprefix(f"{path}: ")
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({why}; torch: {first})") from None
+    except CheckpointError:
+        raise CheckpointError(refusal) from None
     try:
         code = sorted(ck.stand_ins - DATA_GLOBALS)
-        if code:
-            raise CheckpointError(f"{path}: its pickle names {', '.join(code[:6])}, which is code, not data: refused "
-                                  "(read inertly: nothing from the file ran)")
-        args, state = _layout(path, ck.root)
-        bad = [str(k) for k, v in state.items() if not isinstance(v, unpickle.TensorRef)]
+        if code:  # the same words as torch's refusal: what it names could run, whoever reads it
+            raise CheckpointError(f"{name}: refused, it holds {', '.join(code[:4])} besides tensors and plain data "
+                                  "(loading that could run code)")
+        args, state = _layout(name, ck.root)
+        bad = [str(k)[:60] for k, v in state.items() if not isinstance(v, unpickle.TensorRef)]
         if bad:
-            raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+            raise CheckpointError(f"{name}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
         return PublisherCheckpoint(path, args, dict(state), "patou's inert unpickler",
-                                   refused or sorted(ck.stand_ins), ck)
+                                   _refused_globals(path) or sorted(ck.stand_ins), ck)
     except BaseException:
         ck.close()
         raise
