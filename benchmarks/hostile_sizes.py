@@ -77,7 +77,7 @@ def main() -> None:
         import torch
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_models_install import make_checkpoint
+        from checkpoints import make_checkpoint
 
         sd = torch.load(make_checkpoint(tmp / "tiny.pt", depth=1, dim=64, hidden=128), weights_only=True)
         wide = {k: torch.zeros(1).expand(*[4096 if s == 64 else 16384 if s == 128 else 12288 if s == 192 else s

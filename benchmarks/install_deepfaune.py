@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 INSTALL = """
 import sys, time
-from patou.models.install import install
+from patou.convert.install import install
 t = time.perf_counter()
 install("deepfaune", from_file=sys.argv[1], accept_licence=True, skip_self_check=True, log=lambda m: None)
 print(time.perf_counter() - t)
@@ -41,7 +41,7 @@ def main() -> None:
     from test_models_install import make_checkpoint
 
     from patou.models.classifier import Classifier
-    from patou.models.install import _input, demo_crops, quantize_int8
+    from patou.convert.install import _input, demo_crops, quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

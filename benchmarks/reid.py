@@ -111,7 +111,7 @@ def main() -> int:
 
     def fused(split, w):
         (qa, qids, ga, gids), (qb, _, gb, _) = vecs["reid train model", split], vecs["bundled GeM features", split]
-        f = lambda x, y: np.hstack([np.sqrt(w) * x, np.sqrt(1 - w) * y])  # = FusedEmbedder (tests/test_reid_rerank.py)
+        f = lambda x, y: np.hstack([np.sqrt(w) * x, np.sqrt(1 - w) * y])  # = FusedEmbedder (tests/reid/test_reid_rerank.py)
         return f(qa, qb), qids, f(ga, gb), gids
 
     def score(v, k=0):

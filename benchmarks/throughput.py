@@ -11,7 +11,7 @@ arrangements of the work:
   image at a time in inference with every thread, decoding threads running ahead;
 and for each arrangement:
 - detector alone: the frames decoded and letterboxed beforehand, then only the detector, through
-  the very `Models` of that arrangement (same sessions, same threads, as many frames at once);
+  the very `Analyser` of that arrangement (same sessions, same threads, as many frames at once);
 - `patou run` end-to-end with start-up removed: scan + decode + detect + classify + CSV/XLSX/JSON
   outputs, i.e. the whole job minus creating the ONNX Runtime sessions (`inference_s + write_s`);
   the inference phase alone (decode + detect + classify) is printed beside it.
@@ -33,7 +33,7 @@ from pathlib import Path
 from patou.api import run
 from patou.media import scan
 from patou.models.detector import FAST_CARD, Detector
-from patou.pipeline import Models
+from patou.pipeline import Analyser
 from patou.record import ImageRecord
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camtrap-real"
@@ -51,20 +51,20 @@ def thumbnails(data: Path) -> list[Path]:
     return [r.path for r in records]
 
 
-def detector_inputs(models: Models, photos: list[Path]) -> list:
-    """Each photo decoded and letterboxed by `Models.load`, as `patou run` does it."""
+def detector_inputs(models: Analyser, photos: list[Path]) -> list:
+    """Each photo decoded and letterboxed by `Analyser.load`, as `patou run` does it."""
     return [models.load(ImageRecord(path=p, root=p.parent)) for p in photos]
 
 
-def detector_only(models: Models, frames: list) -> float:
+def detector_only(models: Analyser, frames: list) -> float:
     """Seconds for the detector alone on frames loaded beforehand, through `models`' session,
     `models.images_at_once` frames at once (as `patou run` calls it)."""
     det, n = models.detector, models.images_at_once
-    det.detect_prepared(*frames[0][1], frames[0][0].size)  # warm-up: the first call allocates
+    det.detect_prepared(*frames[0][1].data, frames[0][0].size)  # warm-up: the first call allocates
 
     def work(part):
-        for img, (x, ratio) in part:
-            det.detect_prepared(x, ratio, img.size)
+        for img, prepared in part:
+            det.detect_prepared(*prepared.data, img.size)
 
     t = time.perf_counter()
     threads = [threading.Thread(target=work, args=(frames[i::n],)) for i in range(n)]
@@ -93,7 +93,7 @@ def profile(photos: list[Path]) -> None:
         out = [f(x) for x in items]
         return out, 1000 * (time.thread_time() - t) / len(photos)
 
-    m = Models(threads=1)
+    m = Analyser(threads=1)
     images, t_dec = cpu(lambda p: decode(ImageRecord(path=p, root=p.parent)), photos)
     prepared, t_pre = cpu(m.detector.preprocess, images)
     dets, t_det = cpu(lambda a: m.detector.detect_prepared(a[1][0], a[1][1], a[0].size), list(zip(images, prepared)))
@@ -127,7 +127,7 @@ def main() -> int:
     if args.thumbs:
         sets["100x75 thumbnails"] = thumbnails(args.data)
     variants = {"float32": False, "--fast (int8)": True}
-    models = {(v, a): Models(fast=fast, images_at_once=k) for v, fast in variants.items() for a, k in ARRANGEMENTS.items()}
+    models = {(v, a): Analyser(fast=fast, images_at_once=k) for v, fast in variants.items() for a, k in ARRANGEMENTS.items()}
     # every variant letterboxes alike (same card geometry): one set of frames serves all
     frames = {what: detector_inputs(models["float32", "per core"], photos) for what, photos in sets.items()}
     best: dict[tuple, list[float]] = {}

@@ -1,4 +1,8 @@
-"""Shared fixtures: the real images live beside the repo in ../shared/data/camtrap-real."""
+"""Shared fixtures: the real images live beside the repo in ../shared/data/camtrap-real.
+
+Tests are laid out by room (tests/<room>/, as src/patou/); helpers they share sit here in tests/
+(pipeline_snapshot, cli_reference, serve_data, videos, heron). Markers: pyproject.toml.
+"""
 import os
 from pathlib import Path
 
@@ -13,3 +17,14 @@ def real() -> Path:
     if not (REAL / "LABELS.csv").is_file():
         pytest.skip(f"real images not found at {REAL} (set PATOU_REAL_DATA or put shared/ beside the repo)")
     return REAL
+
+
+@pytest.fixture(scope="session")
+def real_run(real, tmp_path_factory):
+    """`patou run` on every real image (target bear), once a session: the run tests
+    (run/test_run.py) and the pipeline reference (pipeline/, float32) read the same records."""
+    import patou
+
+    out = tmp_path_factory.mktemp("real-run")
+    result = patou.run([real], out=out, target="bear", log=lambda m: None)
+    return result, {r.rel: r for r in result.records}, out

@@ -3,9 +3,9 @@
     PYTHONPATH=src python tests/pipeline_snapshot.py --write [--variant fast]   # record tests/data/pipeline_reference.json
 
 The reference was recorded with the code before issue 13's speed work (decode, letterbox,
-crop and classify changes); tests/test_pipeline_reference.py compares today's outputs with it.
+crop and classify changes); tests/pipeline/test_pipeline_reference.py compares today's outputs with it.
 The "fast" variant was recorded again when the bundled int8 detector was rebuilt with 7-bit
-weights (train/quantize.py: the 8-bit one saturated on CPUs without VNNI), still with the code
+weights (convert/quantize.py: the 8-bit one saturated on CPUs without VNNI), still with the code
 before the second round of speed work; "float32" is the original recording.
 """
 from __future__ import annotations
@@ -25,14 +25,20 @@ def snapshot(real: Path, fast: bool) -> dict:
     """{relative path: {width, height, failure, label, score, boxes: [[x, y, w, h, conf, top label, p]]}}."""
     from patou.decide import decide_image
     from patou.media import scan
-    from patou.pipeline import Models, process
+    from patou.pipeline import Analyser, process
 
     records, _ = scan([real])
-    models = Models(fast=fast, images_at_once=None)  # as patou run: one image per core
+    models = Analyser(fast=fast, images_at_once=None)  # as patou run: one image per core
     process(records, models, DETECTION_THRESHOLD)
-    out = {}
     for r in records:
         decide_image(r, DETECTION_THRESHOLD, 0.5)
+    return from_records(records)
+
+
+def from_records(records) -> dict:
+    """The snapshot of records already decided at DETECTION_THRESHOLD and 0.5 (a `patou run`'s)."""
+    out = {}
+    for r in records:
         boxes = []
         for d in r.detections:
             if d.conf < KEEP_CONF:

@@ -20,7 +20,7 @@ from patou import __version__
 from patou.decide import decide_event, decide_image
 from patou.events import group_events
 from patou.media import decode, scan
-from patou.outputs.tables import write_csv
+from patou.formats.tables import write_csv
 from patou.record import Detection
 from patou.results import RESULTS_VERSION, write_records
 from patou.timestamps import assign_times

@@ -29,7 +29,7 @@ from patou.media import decode
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD, Classifier, crop
 from patou.models.detector import Detector
-from patou.models.taxonomy import Taxonomy
+from patou.models.rollup import Rollup
 from patou.record import ImageRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def gather(data: Path, clf: Classifier, det: Detector) -> list[dict]:
     return items
 
 
-def score(items, tax: Taxonomy, labels: list[str], margin: float, temperature: float, object_weight: float):
+def score(items, tax: Rollup, labels: list[str], margin: float, temperature: float, object_weight: float):
     prior = {"object": math.log(object_weight)} if object_weight > 0 else {"object": -50.0}
     bear = labels.index("bear")
     out = []
@@ -92,7 +92,7 @@ def main() -> int:
         return 0
     card = ModelCard.load(DEFAULT_CARD)
     clf, det = Classifier(card), Detector()
-    tax = Taxonomy.for_card(card)
+    tax = Rollup.for_card(card)
     items = gather(args.data, clf, det)
     n_bears = sum(it["truth"] == "bear" for it in items)
     print(f"{len(items)} real images with an animal box, {n_bears} of them bears\n")

@@ -64,7 +64,7 @@ WHEELS = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Taxonomy: ImageNet-1k index -> patou label. Reviewed rules, one block per label; every index
+# Rollup: ImageNet-1k index -> patou label. Reviewed rules, one block per label; every index
 # not listed is "other". ImageNet-1k has no deer, no person and few European species, so some
 # labels are proxies; each choice is argued in a comment.
 # ---------------------------------------------------------------------------------------------
@@ -366,9 +366,9 @@ def compare_normalisations(model, crops: list[np.ndarray], meta: list[tuple]) ->
     """torch on the crops with EfficientNet-Lite's (x-127)/128 and with ImageNet mean/std."""
     import torch
 
-    from patou.models.taxonomy import Taxonomy
+    from patou.models.rollup import Rollup
 
-    tax = Taxonomy.load(ASSETS / TAXONOMY, labels=LABELS + ["object"])
+    tax = Rollup.load(ASSETS / TAXONOMY, labels=LABELS + ["object"])
     expected = np.array([LABELS.index(m[1]) for m in meta])
     raw = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
     out = {}

@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from patou.models.card import ASSETS, ModelCard
 from patou.models.detector import Detector
-from patou.models.yolox import STRIDES, yolox_tiny
+from patou.convert.yolox import STRIDES, yolox_tiny
 
 ZAMBA_VERSION = "2.7.2"
 CKPT = "object_detection/yolox/assets/yolox_tiny_640_20220528.pth"
@@ -183,7 +183,7 @@ MegaDetector v5: expect lower recall on small or hidden animals.
 
 - Source: {source}
 - Licence: MIT, Copyright (c) 2022 DrivenData Inc. Full text: `LICENSE-zamba-MIT.txt`.
-  The network code in `patou/models/yolox.py` was written for patou to match the checkpoint's
+  The network code in `patou/convert/yolox.py` was written for patou to match the checkpoint's
   parameter names; only the weights come from zamba.
 
 ## Regenerate

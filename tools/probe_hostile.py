@@ -28,7 +28,7 @@ PY = sys.executable
 TMP = Path(tempfile.mkdtemp(prefix="patou-probe-"))
 PWNED = TMP / "PWNED"
 results: list[tuple] = []
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "run")]
 from test_hostile_inputs import box, md_file  # noqa: E402  the same hostile files the tests make
 
 
@@ -90,7 +90,7 @@ def md_valid(out: Path, inputs: Path) -> list[str]:
         json.loads(f.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     except ValueError as e:
         return [f"OUTPUT-NOT-JSON({e})"]
-    from patou.outputs.megadetector import validate_megadetector_json
+    from patou.formats.megadetector import validate_megadetector_json
     own = validate_megadetector_json(json.loads(f.read_text()))
     if own:
         return [f"PATOU-VALIDATOR({own[0][:60]})"]
@@ -225,7 +225,7 @@ def class3():
 
     import torch
     sys.path.insert(0, str(REPO / "tests"))
-    from test_models_install import make_checkpoint
+    from checkpoints import make_checkpoint
     ck = make_checkpoint(TMP / "small.pt", depth=1, dim=64, hidden=128)
     sd = torch.load(ck, weights_only=True)
     big = {"args": sd["args"], "state_dict": {}}
@@ -306,7 +306,7 @@ def class4():
 def class5():
     import torch
     sys.path.insert(0, str(REPO / "tests"))
-    from test_models_install import make_checkpoint
+    from checkpoints import make_checkpoint
     inp = photos("in5", 2)
     ck = make_checkpoint(TMP / "tiny.pt", depth=1, dim=64, hidden=128)
     (TMP / "zero.pt").write_bytes(b"")

@@ -26,7 +26,7 @@ from patou.media import decode
 from patou.models.card import ASSETS, ModelCard
 from patou.models.detector import DEFAULT_CARD
 from patou.record import ImageRecord
-from patou.train.quantize import card_figures, compare_detector, quantize_detector
+from patou.convert.quantize import card_figures, compare_detector, quantize_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("PATOU_REAL_DATA", ROOT.parent / "shared/data/camtrap-real"))

@@ -1,11 +1,27 @@
 """Verdicts: per image from its boxes, per event by averaging its non-empty images (DeepFaune).
 
+A box a MegaDetector file says is a person or a vehicle is decided without the classifier
+(`decide_direct`): its label at the file's confidence.
+
 A video is decided like an event of its frames: each sampled frame gets an image verdict, and the
 video's scores are the mean over its non-empty frames (DeepFaune's video rule).
 """
 from __future__ import annotations
 
-from .record import EMPTY, UNDEFINED, ImageRecord
+from .record import EMPTY, UNDEFINED, Detection, ImageRecord
+
+# MegaDetector category names -> patou label decided without the classifier
+DIRECT_LABELS = {"person": "human", "human": "human", "vehicle": "vehicle"}
+
+
+def decide_direct(d: Detection, labels: list[str]) -> bool:
+    """person/vehicle boxes: the label at the file's confidence, no classifier. True when decided."""
+    label = DIRECT_LABELS.get(d.category)
+    if label is None:
+        return False
+    d.scores = {k: 0.0 for k in labels}
+    d.scores[label] = round(float(d.conf), 6)
+    return True
 
 
 def decide_image(r: ImageRecord, detection_threshold: float, threshold: float, target: str | None = None) -> None:

@@ -21,6 +21,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from patou.options import DETECTION_THRESHOLD, EVENT_GAP, THRESHOLD
+
 REPORT_FILES = ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png")
 
 
@@ -140,7 +142,7 @@ def event_level(ids_events: list[str], y_true: list[str], proba: np.ndarray) -> 
 # ------------------------------------------------------------------------------ figures
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas by default
 
     return Figure(figsize=(width, height), dpi=110)
@@ -155,7 +157,7 @@ def plot_confusion(cm, labels: Sequence[str], path: str | Path, title: str = "")
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
     side = min(max(4.5, 0.42 * k + 2.5), 16.0)
     font = 10 if k <= 8 else 8 if k <= 15 else 6
-    fig = _figure(side + 1.2, side)
+    fig = new_figure(side + 1.2, side)
     ax = fig.add_subplot()
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(k), list(labels), rotation=90 if k > 5 else 30, ha="center" if k > 5 else "right",
@@ -179,7 +181,7 @@ def plot_pr(y_true_bin, scores, path: str | Path, threshold: float = 0.5, label:
 
     y = np.asarray(y_true_bin, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
-    fig = _figure(5.5, 4.5)
+    fig = new_figure(5.5, 4.5)
     ax = fig.add_subplot()
     if y.any():
         with _quiet():
@@ -209,13 +211,13 @@ def plot_pr(y_true_bin, scores, path: str | Path, threshold: float = 0.5, label:
 # ------------------------------------------------------------------------------ report
 
 
-def _clean(obj):
+def json_safe(obj):
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -225,7 +227,7 @@ def _clean(obj):
     return obj
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
@@ -244,7 +246,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {"image": image_metrics, "event": event_metrics} if first_level == "images" else {"event": image_metrics}
-    (out / "metrics.json").write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False) + "\n")
+    (out / "metrics.json").write_text(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
     figs = figures.items() if isinstance(figures, Mapping) else [(Path(f).stem.replace("_", " "), f) for f in figures]
     levels = [(first_level, image_metrics)] + ([("events", event_metrics)] if event_metrics else [])
 
@@ -252,7 +254,7 @@ def write_report(
     md += ["| level | n | accuracy | balanced accuracy | micro F1 | macro F1 | weighted F1 | log-loss |",
            "|---|---|---|---|---|---|---|---|"]
     for name, m in levels:
-        md.append(f"| {name} | {m.get('n', 0)} | " + " | ".join(_fmt(m.get(k)) for k in (
+        md.append(f"| {name} | {m.get('n', 0)} | " + " | ".join(fmt(m.get(k)) for k in (
             "accuracy", "balanced_accuracy", "micro_f1", "macro_f1", "weighted_f1", "log_loss")) + " |")
     tgt = [(name, m["target"]) for name, m in levels if m.get("target")]
     if tgt:
@@ -263,7 +265,7 @@ def write_report(
                "| level | support | recall | precision | threshold for recall | precision there | average precision |",
                "|---|---|---|---|---|---|---|"]
         for name, t in tgt:
-            md.append(f"| {name} | {t['support']} | " + " | ".join(_fmt(t.get(k)) for k in (
+            md.append(f"| {name} | {t['support']} | " + " | ".join(fmt(t.get(k)) for k in (
                 "recall", "precision", "threshold_for_recall", "precision_at_threshold_for_recall",
                 "average_precision")) + " |")
     for name, m in levels:
@@ -273,7 +275,7 @@ def write_report(
                "|---|---|---|---|---|---|"]
         for lab, c in m["per_class"].items():
             md.append(f"| {lab} | {c['support']} | " + " | ".join(
-                _fmt(c[k]) for k in ("recall", "specificity", "precision", "f1")) + " |")
+                fmt(c[k]) for k in ("recall", "specificity", "precision", "f1")) + " |")
     if figs:
         md += ["", "## Figures", ""]
         for title, path in figs:
@@ -372,10 +374,10 @@ def evaluate_model(
     merge: str | Path | None = None,
     level: str = "both",
     target: str | None = None,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     want_recall: float = 0.95,
-    detection_threshold: float = 0.2,
-    event_gap: float = 20.0,
+    detection_threshold: float = DETECTION_THRESHOLD,
+    event_gap: float = EVENT_GAP,
     fast: bool = False,
     threads: int | None = None,
     groups: bool = False,

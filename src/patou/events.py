@@ -10,6 +10,7 @@ import re
 from collections import defaultdict
 from itertools import groupby
 
+from .options import EVENT_GAP
 from .record import ImageRecord
 
 # a burst counter at the end of a stem, after a separator: "_3", "-12", " (2)", "(2)"
@@ -21,7 +22,7 @@ def burst_key(stem: str) -> str | None:
     return m.group("stem") if m else None
 
 
-def group_events(records: list[ImageRecord], gap: float = 20.0) -> list[list[ImageRecord]]:
+def group_events(records: list[ImageRecord], gap: float = EVENT_GAP) -> list[list[ImageRecord]]:
     """Set `event_id` on every readable record; return the events in a stable order.
 
     Event ids are `E00001`... numbered by (root, site, first time, first file), so the same

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .options import MAX_PIXELS
 from .record import ImageRecord
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}  # gif: its first frame
@@ -32,7 +33,7 @@ SKIPPED_MEDIA = {".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr
 DECODE_SIDE = 1024
 # Decoded pixels (after JPEG draft reduction) above which an image is refused before decoding: a
 # PNG declaring 24000x24000 RGBA in 2 MB would take 11 GB. Huge JPEGs pass, drafted at 1/2..1/8.
-MAX_PIXELS = 100_000_000
+# (`--max-pixels`: the default lives with the other options.)
 # Pillow's own guard stays as a backstop for every other reader (it only warns up to twice this).
 Image.MAX_IMAGE_PIXELS = 300_000_000
 

@@ -1,4 +1,8 @@
-"""Stream records through decode -> detect -> classify, with decoding overlapped and a checkpoint.
+"""Stream records through decode -> boxes -> classify, with decoding overlapped and a checkpoint.
+
+`Analyser` is the per-image work: decode at the size the detector needs, the boxes of the image's
+box source (the bundled detector, a MegaDetector file, the whole image: patou/boxes), the
+classifier on every box above the detection threshold.
 
 Decoding (Pillow releases the GIL) runs in a small thread pool a few images ahead of inference,
 through a bounded window, so memory stays flat on any number of images. Each finished record is
@@ -14,26 +18,35 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from . import __version__
-from .detections_in import GivenBoxes, decide_direct
+from .atomic import atomic_output
+from .boxes import BoxSource, DetectorBoxes, bundled_detector
+from .decide import decide_direct
 from .digest import file_sha256
 from .media import DECODE_SIDE, decode
 from .models.classifier import Classifier
-from .models.detector import FAST_CARD, Detector, MultiSizeDetector, parse_detector_size
-from .outputs.atomic import atomic_output
+from .options import RunOptions
 from .record import Detection, ImageRecord
 from .video import VideoSampling, is_video, read_frames
 
 CHECKPOINT_VERSION = 1
 
 
-class Models:
-    """The persistent ONNX Runtime sessions of a run (created once, reused for every image)."""
+class Prepared(NamedTuple):
+    """What a decoding thread made of one photo or frame for its box source."""
+
+    source: BoxSource
+    data: object
+
+
+class Analyser:
+    """One image at a time through its box source and the classifier: the persistent ONNX Runtime
+    sessions of a run (created once, reused for every image) and what each image needs of them."""
 
     def __init__(self, model: str | Path | None = None, threads: int | None = None, flip: bool = True,
-                 fast: bool = False, video: VideoSampling | None = None, given: GivenBoxes | None = None,
+                 fast: bool = False, video: VideoSampling | None = None, boxes: BoxSource | None = None,
                  detector_size: str | int | None = None, max_pixels: int | None = None,
                  images_at_once: int | None = 1):
         """`threads`: CPU threads in all (default: every core). `images_at_once`: images `process`
@@ -41,29 +54,37 @@ class Models:
         one image per thread. One image at a time with every thread is the shortest wait for one
         photo (the guard); one per thread is the most photos per second (a batch run): single-thread
         calls never wait for a parallel op's slowest thread, and one image's decoding overlaps the
-        other's inference with nothing to schedule (measured: benchmarks/throughput.py)."""
+        other's inference with nothing to schedule (measured: benchmarks/throughput.py).
+        `boxes`: where the boxes come from instead of the bundled detector, for the files it covers
+        (a MegaDetector file, --no-detector; see patou/boxes)."""
         self.max_pixels = max_pixels  # decode cap (media.MAX_PIXELS when None)
         total = threads or os.cpu_count() or 1
         self.images_at_once = max(1, min(int(images_at_once or total), total))
         if self.images_at_once > 1:
             threads = max(1, total // self.images_at_once)
-        sizes = parse_detector_size(detector_size)
-        card = FAST_CARD if fast else None
-        self.detector = (MultiSizeDetector(card, threads, sizes) if sizes and len(sizes) > 1
-                         else Detector(card, threads=threads, input_size=sizes[0] if sizes else None))
+        self.detector = bundled_detector(fast, threads, detector_size)
+        self.detector_boxes = DetectorBoxes(self.detector)
         # decode at least as large as the detector input (a 1280 input fed from 1024 px gains nothing)
         self.decode_side = max(DECODE_SIDE, self.detector.input_size[0], self.detector.input_size[1])
         self.classifier = Classifier(model, threads=threads, flip=flip)
         self.video = video or VideoSampling()
-        self.given = given  # boxes from a MegaDetector file or --no-detector, used instead of the detector
+        self.boxes = boxes
 
-    def fingerprint(self, classify_threshold: float) -> str:
+    @classmethod
+    def for_run(cls, options: RunOptions, boxes: BoxSource | None = None) -> "Analyser":
+        """The analyser `patou run` uses with these options (Ray workers: one image at a time each)."""
+        return cls(options.model, threads=options.threads, flip=options.flip, fast=options.fast,
+                   video=VideoSampling(options.video_fps, options.video_frames), boxes=boxes,
+                   detector_size=options.detector_size, max_pixels=options.max_pixels,
+                   images_at_once=options.images_at_once if options.engine != "ray" else 1)
+
+    def fingerprint(self, detection_threshold: float) -> str:
         """What per-image results depend on: a checkpoint made with other models is not reused."""
-        parts = [__version__, str(classify_threshold), str(self.classifier.flip)]
+        parts = [__version__, str(detection_threshold), str(self.classifier.flip)]
         if self.video != VideoSampling():  # default sampling keeps the fingerprints of photo-only runs
             parts.append(self.video.key())
-        if self.given is not None:
-            parts.append(self.given.key())
+        if self.boxes is not None:
+            parts.append(self.boxes.key)
         if self.max_pixels is not None:  # a photo refused under one cap may decode under another
             parts.append(f"max_pixels:{self.max_pixels}")
         if self.detector.input_size != tuple(self.detector.card.input_size) or hasattr(self.detector, "passes"):
@@ -72,50 +93,53 @@ class Models:
             parts += [card.name, card.version, file_sha256(card.onnx_path)[:16], json.dumps(card.extra, sort_keys=True)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
+    def detector_summary(self) -> dict:
+        """The detector the boxes came from, as megadetector.json names it."""
+        bundled = self.detector.card.summary()
+        return bundled if self.boxes is None else self.boxes.detector_summary(bundled)
+
+    def source_for(self, record: ImageRecord) -> BoxSource:
+        return self.boxes if self.boxes is not None and self.boxes.covers(record) else self.detector_boxes
+
     def load(self, record: ImageRecord):
-        """Decode and letterbox for the detector: the work that runs in the decoding threads.
+        """Decode and prepare for the box source: the work that runs in the decoding threads.
 
         A photo gives (image, prepared); a video a list of (frame_number, image, prepared)."""
         if record.failure:  # already failed before decoding (e.g. a MegaDetector failure entry)
             return None
-        prepare = self.detector.preprocess
-        if self.given is not None and (self.given.whole_image or not is_video(record.path)) \
-                and self.given.covers(record):
-            prepare = lambda img: self.given.boxes(record)  # noqa: E731  a list of boxes, not a tensor
+        source = self.source_for(record)
         if is_video(record.path):
             frames = read_frames(record, self.video)
-            return [(n, img, prepare(img)) for n, img in frames] or None
+            return [(n, img, Prepared(source, source.prepare(record, img))) for n, img in frames] or None
         img = decode(record, self.decode_side, max_pixels=self.max_pixels)
-        return (img, prepare(img)) if img is not None else None
+        return (img, Prepared(source, source.prepare(record, img))) if img is not None else None
 
-    def analyse(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
-        """Detect, then classify every box the verdict may use (conf >= classify_threshold)."""
+    def analyse(self, loaded, record: ImageRecord, detection_threshold: float) -> None:
+        """Find the boxes, then classify every box the verdict may use (conf >= detection_threshold)."""
         if isinstance(loaded, list):  # a video: every sampled frame, boxes tagged with their frame
             record.detections = []
             for n, img, prepared in loaded:
-                for d in self._analyse_frame(img, prepared, classify_threshold):
+                for d in self._analyse_frame(img, prepared, detection_threshold):
                     d.frame_number = n
                     record.detections.append(d)
             return
-        record.detections = self._analyse_frame(*loaded, classify_threshold)
+        record.detections = self._analyse_frame(*loaded, detection_threshold)
 
-    def analyse_safely(self, loaded, record: ImageRecord, classify_threshold: float) -> None:
+    def analyse_safely(self, loaded, record: ImageRecord, detection_threshold: float) -> None:
         """analyse(), where a model error costs this file (a `failure`), not the run or the guard."""
         try:
-            self.analyse(loaded, record, classify_threshold)
+            self.analyse(loaded, record, detection_threshold)
         except Exception as e:
             record.detections, record.failure = [], f"model error: {type(e).__name__}: {e}"
 
-    def _analyse_frame(self, img, prepared, classify_threshold: float) -> list[Detection]:
-        if isinstance(prepared, list):  # given boxes: person/vehicle decided, other categories kept as they are
-            detections = prepared
-            for d in detections:
+    def _analyse_frame(self, img, prepared: Prepared, detection_threshold: float) -> list[Detection]:
+        detections = prepared.source.find(prepared.data, img)
+        boxes = []
+        for d in detections:
+            if not prepared.source.classifies(d):  # a file's person/vehicle: decided; other categories kept
                 decide_direct(d, self.classifier.labels)
-            boxes = [d for d in detections if d.conf >= classify_threshold and d.category == "animal"]
-        else:
-            x, ratio = prepared
-            detections = self.detector.detect_prepared(x, ratio, img.size)
-            boxes = [d for d in detections if d.conf >= classify_threshold]
+            elif d.conf >= detection_threshold:
+                boxes.append(d)
         if boxes:
             probs = self.classifier.classify(img, boxes)
             labels = self.classifier.labels
@@ -224,26 +248,26 @@ def prefetched(records: list[ImageRecord], load: Callable, workers: int = 2, ahe
 
 def process(
     records: list[ImageRecord],
-    models: Models,
-    classify_threshold: float,
+    analyser: Analyser,
+    detection_threshold: float,
     checkpoint: Checkpoint | None = None,
     on_done: Callable[[ImageRecord], None] = lambda r: None,
 ) -> None:
-    """Run every record through the models, appending each result to the checkpoint in input order.
+    """Run every record through the analyser, appending each result to the checkpoint in input order.
 
-    With `models.images_at_once` > 1 each worker thread takes whole images (decode, detect,
+    With `analyser.images_at_once` > 1 each worker thread takes whole images (decode, detect,
     classify); otherwise decoding threads run ahead of one image at a time in inference."""
-    at_once = getattr(models, "images_at_once", 1)
+    at_once = getattr(analyser, "images_at_once", 1)
     if at_once > 1:
         def analysed(r: ImageRecord) -> None:
-            loaded = models.load(r)
+            loaded = analyser.load(r)
             if loaded is not None:
-                models.analyse_safely(loaded, r, classify_threshold)
+                analyser.analyse_safely(loaded, r, detection_threshold)
 
         results = in_order(records, analysed, workers=at_once, ahead=2 * at_once)
     else:
-        results = ((r, models.analyse_safely(loaded, r, classify_threshold) if loaded is not None else None)
-                   for r, loaded in prefetched(records, models.load))
+        results = ((r, analyser.analyse_safely(loaded, r, detection_threshold) if loaded is not None else None)
+                   for r, loaded in prefetched(records, analyser.load))
     for r, _ in results:
         if checkpoint:
             checkpoint.append(r)

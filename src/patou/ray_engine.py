@@ -1,8 +1,9 @@
 """`patou run --engine ray`: the per-file work (decode, detect, classify) on a Ray cluster.
 
 Ray Data batch inference: the records to analyse become a dataset, `map_batches` sends batches to
-a pool of actors (`concurrency=workers`), each holding one `Models` (its ONNX Runtime sessions,
-created once per actor) and running the same `pipeline.process` as the local engine. Results stream
+a pool of actors (`concurrency=workers`), each holding one `Analyser` (its ONNX Runtime sessions,
+created once per actor, from the run's options and box source) and running the same
+`pipeline.process` as the local engine. Results stream
 back to the driver, which appends them to the checkpoint as they come and then decides, groups and
 writes with the same code as a local run, so the outputs are the same.
 
@@ -20,7 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from .pipeline import Checkpoint, Models, process
+from .boxes import BoxSource
+from .options import RunOptions
+from .pipeline import Analyser, Checkpoint, process
 from .record import ImageRecord
 
 # Records per actor call at most: enough for each actor's loading threads to run ahead of its
@@ -28,16 +31,16 @@ from .record import ImageRecord
 BATCH_SIZE = 16
 
 
-class _Analyser:
-    """The class-based UDF: one Models per actor, reused for every batch it gets."""
+class _Worker:
+    """The class-based UDF: one Analyser per actor, reused for every batch it gets."""
 
-    def __init__(self, model_options: dict, classify_threshold: float):
-        self.models = Models(**model_options)
-        self.classify_threshold = classify_threshold
+    def __init__(self, options: RunOptions, boxes: BoxSource | None, detection_threshold: float):
+        self.analyser = Analyser.for_run(options, boxes)
+        self.detection_threshold = detection_threshold
 
     def __call__(self, batch: dict) -> dict:
         records = [ImageRecord.from_json(json.loads(s)) for s in batch["record"]]
-        process(records, self.models, self.classify_threshold)
+        process(records, self.analyser, self.detection_threshold)
         return {"i": batch["i"], "record": np.array([json.dumps(r.to_json()) for r in records], dtype=object)}
 
 
@@ -61,18 +64,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 def process_on_ray(
     records: list[ImageRecord],
-    model_options: dict,
-    classify_threshold: float,
+    options: RunOptions,
+    boxes: BoxSource | None,
+    detection_threshold: float,
     checkpoint: Checkpoint | None = None,
     on_done: Callable[[ImageRecord], None] = lambda r: None,
-    *,
-    workers: int | None = None,
-    address: str | None = None,
 ) -> dict:
     """Analyse `records` in place on Ray; returns what was used (workers, threads per worker).
 
-    `model_options` are Models(...) keyword arguments; `threads` in it is per worker (default:
-    the cluster's CPUs shared evenly between the workers).
+    The run's `options` and box source go to every worker; `--threads` is per worker (default:
+    the cluster's CPUs shared evenly between the workers), `--workers` and `--address` say where.
     """
     if not records:  # everything was resumed from the checkpoint: no cluster needed
         return {}
@@ -81,13 +82,13 @@ def process_on_ray(
     except ImportError:
         raise ValueError("--engine ray needs Ray: pip install 'patou[ray]'") from None
 
-    started = connect(address)
+    started = connect(options.address)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        threads = model_options.get("threads")
-        workers = workers or max(1, cpus // (threads or 2))
+        threads = options.threads
+        workers = options.workers or max(1, cpus // (threads or 2))
         threads = threads or max(1, cpus // workers)
-        _run(records, dict(model_options, threads=threads), classify_threshold, checkpoint, on_done,
+        _run(records, options.replace(threads=threads), boxes, detection_threshold, checkpoint, on_done,
              workers, min(float(threads), cpus / workers))
         return {"workers": workers, "threads_per_worker": threads, "cluster_cpus": cpus}
     finally:
@@ -95,7 +96,7 @@ def process_on_ray(
             ray.shutdown()
 
 
-def _run(records, model_options, classify_threshold, checkpoint, on_done, workers, cpus_per_worker) -> None:
+def _run(records, options, boxes, detection_threshold, checkpoint, on_done, workers, cpus_per_worker) -> None:
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -105,8 +106,8 @@ def _run(records, model_options, classify_threshold, checkpoint, on_done, worker
     batch = max(1, min(BATCH_SIZE, math.ceil(len(items) / (2 * workers))))
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch))
     ds = ds.map_batches(
-        _Analyser,
-        fn_constructor_kwargs={"model_options": model_options, "classify_threshold": classify_threshold},
+        _Worker,
+        fn_constructor_kwargs={"options": options, "boxes": boxes, "detection_threshold": detection_threshold},
         batch_size=batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),

@@ -5,12 +5,21 @@ none of them needs another stage's internals, only this record.
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 EMPTY = "empty"
 UNDEFINED = "undefined"
+
+
+def normalise_label(name: str) -> str:
+    """"Cerf élaphe" -> "cerf_elaphe": accents stripped, lower case, other characters -> "_"."""
+    text = unicodedata.normalize("NFKD", str(name))
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
 
 
 @dataclass

@@ -10,10 +10,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from .options import TIME_SOURCE as DEFAULT_TIME_SOURCE
 from .record import ImageRecord
 
 SOURCES = ("exif", "filename", "mtime")
-DEFAULT_TIME_SOURCE = "exif,filename"
 
 # Date then time, each with optional separators, not inside a longer run of digits:
 # 20210531082538-RCNX0031.JPG, 2024-06-01 12-00-00.jpg, IMG_20240601_120000.jpg, 2024_06_01T12.00.00

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .media import DECODE_SIDE, VIDEO_EXTENSIONS
+from .options import VIDEO_FPS, VIDEO_FRAMES
 from .record import ImageRecord
 
 # OpenCV's FFmpeg backend prints its complaints about broken files on stderr; patou reports
@@ -33,8 +34,8 @@ _EARLIEST_CLOCK = datetime(1995, 1, 1)  # before this, a camera's clock was simp
 
 @dataclass(frozen=True)
 class VideoSampling:
-    fps: float = 1.0  # frames sampled per second of video (DeepFaune: 1)
-    frames: int = 8  # how many frames at most (DeepFaune: 8)
+    fps: float = VIDEO_FPS  # frames sampled per second of video (DeepFaune: 1)
+    frames: int = VIDEO_FRAMES  # how many frames at most (DeepFaune: 8)
 
     def __post_init__(self):
         if not (self.fps > 0 and math.isfinite(self.fps)):

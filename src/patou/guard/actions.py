@@ -23,7 +23,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-DEFAULT_TIMEOUT = 30.0
+from ..options import ACTION_TIMEOUT
+
+DEFAULT_TIMEOUT = ACTION_TIMEOUT
 
 
 class ActionError(Exception):

@@ -18,16 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
 from ..events import group_events
 from ..media import scan
-from ..pipeline import Models, process
+from ..options import THRESHOLD, GuardOptions
+from ..pipeline import Analyser, process
 from ..record import ImageRecord
 from .state import COOLDOWN, FIRED, Tracker
 
 # mean |R-G| + |G-B| of a 64x64 thumbnail below which a frame is monochrome (infrared at night)
 MONO_SPREAD = 3.0
+OPTIONS = GuardOptions()  # the defaults of `patou guard`'s options
 
 
 def is_monochrome(img) -> bool:
@@ -35,7 +36,7 @@ def is_monochrome(img) -> bool:
     return float(np.mean(np.abs(a[..., 0] - a[..., 1]) + np.abs(a[..., 1] - a[..., 2]))) < MONO_SPREAD
 
 
-def score_photos(photos: list[Path], models: Models, detection_threshold: float, target: str,
+def score_photos(photos: list[Path], models: Analyser, detection_threshold: float, target: str,
                  site_depth: int | None = None, log: Callable[[str], None] = print) -> tuple[list[ImageRecord], set[str]]:
     """Every photo decided as `patou run` does; also the set of paths whose frame is monochrome."""
     records, problems = scan(photos, site_depth=site_depth)
@@ -44,16 +45,16 @@ def score_photos(photos: list[Path], models: Models, detection_threshold: float,
     spy = _NoteMonochrome(models)
     process(records, spy, detection_threshold)
     for r in records:
-        decide_image(r, detection_threshold, DEFAULT_THRESHOLD, target)
+        decide_image(r, detection_threshold, THRESHOLD, target)
         if r.failure:
             log(f"failed: {r.path}: {r.failure}")
     return records, spy.mono
 
 
 class _NoteMonochrome:
-    """Models as `process` uses them, noting on the way which decoded frames are monochrome."""
+    """An Analyser as `process` uses it, noting on the way which decoded frames are monochrome."""
 
-    def __init__(self, models: Models):
+    def __init__(self, models: Analyser):
         self.models, self.mono = models, set()
 
     def load(self, r: ImageRecord):
@@ -100,8 +101,8 @@ class ReplayResult:
     false_triggers: list[Alarm] = field(default_factory=list)
 
 
-def simulate(records: list[ImageRecord], mono: set[str], target: str, threshold: float, cooldown: float = 60.0,
-             event_gap: float = 20.0, labels: dict[str, str] | None = None, labels_root: Path | None = None) -> ReplayResult:
+def simulate(records: list[ImageRecord], mono: set[str], target: str, threshold: float,
+             cooldown: float = OPTIONS.cooldown, event_gap: float = OPTIONS.event_gap, labels: dict[str, str] | None = None, labels_root: Path | None = None) -> ReplayResult:
     """Feed decided records to a Tracker in timestamp order per site; score against labels."""
     events = group_events(records, event_gap)
     tracker = Tracker(threshold, cooldown, event_gap)
@@ -166,26 +167,24 @@ def _score(res: ReplayResult, labels: dict[str, str], root: Path | None) -> None
 def replay(
     photos: str | Path | list,
     *,
-    model: str | Path | None = None,
-    target: str = "bear",
+    model: str | Path | None = OPTIONS.model,
+    target: str = OPTIONS.target,
     threshold: float | None = None,
-    detection_threshold: float = DEFAULT_DETECTION_THRESHOLD,
-    cooldown: float = 60.0,
-    event_gap: float = 20.0,
-    labels: str | Path | None = None,
-    fast: bool = False,
-    threads: int | None = None,
-    flip: bool = True,
-    site_depth: int | None = None,
+    detection_threshold: float = OPTIONS.detection_threshold,
+    cooldown: float = OPTIONS.cooldown,
+    event_gap: float = OPTIONS.event_gap,
+    labels: str | Path | None = OPTIONS.labels,
+    fast: bool = OPTIONS.fast,
+    threads: int | None = OPTIONS.threads,
+    flip: bool = OPTIONS.flip,
+    site_depth: int | None = OPTIONS.site_depth,
     log: Callable[[str], None] = print,
-    models: Models | None = None,
+    models: Analyser | None = None,
 ) -> ReplayResult:
     """Score the photos, simulate the guard, print what would fire and (with labels) the figures."""
-    from .service import DEFAULT_GUARD_THRESHOLD
-
-    threshold = DEFAULT_GUARD_THRESHOLD if threshold is None else threshold
+    threshold = OPTIONS.threshold if threshold is None else threshold
     photos = [Path(p) for p in (photos if isinstance(photos, (list, tuple)) else [photos])]
-    models = models or Models(model, threads=threads, flip=flip, fast=fast)
+    models = models or Analyser(model, threads=threads, flip=flip, fast=fast)
     if target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
     labels_path = Path(labels) if labels else (photos[0] / "LABELS.csv" if photos[0].is_dir() else None)

@@ -14,21 +14,19 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .. import __version__
-from ..api import DEFAULT_DETECTION_THRESHOLD, DEFAULT_THRESHOLD
 from ..decide import decide_image
 from ..media import site_of
-from ..outputs.sort import FAILED_DIR, sort_files
-from ..pipeline import Models
+from ..options import GUARD_THRESHOLD, THRESHOLD, GuardOptions
+from ..pipeline import Analyser
+from ..sort import FAILED_DIR, sort_files
 from ..record import ImageRecord
-from .actions import DEFAULT_TIMEOUT, Dispatcher, parse_action
+from .actions import Dispatcher, parse_action
 from .journal import Journal
 from .state import FIRED
 from .watch import Watcher, stat_key
 
-# P(bear) of one image (or of its event's running mean) that fires, chosen recall first on the real
-# test images with the int8 detector (README "patou guard"): the lowest bear scores 0.17, the highest
-# non-bear 0.071 (0.044 at night, IR), except a black cow (0.53) that no threshold short of 0.54 avoids.
-DEFAULT_GUARD_THRESHOLD = 0.1
+DEFAULT_GUARD_THRESHOLD = GUARD_THRESHOLD  # how it was chosen: patou/options.py
+OPTIONS = GuardOptions()  # the defaults of `patou guard`'s options
 STALE = "stale"  # an alarm on an image that arrived too long ago to be worth scaring anything
 # A file that decodes as truncated may be half-written by a writer that pauses longer than --settle
 # (FTP, SD card): it is read again, at growing intervals, for this many seconds.
@@ -46,27 +44,27 @@ class Guard:
         self,
         watch: str | Path,
         *,
-        actions: list[str] = (),
-        model: str | Path | None = None,
-        target: str = "bear",
-        threshold: float = DEFAULT_GUARD_THRESHOLD,
-        detection_threshold: float = DEFAULT_DETECTION_THRESHOLD,
-        cooldown: float = 60.0,
-        event_gap: float = 20.0,
-        db: str | Path = "guard.sqlite",
-        archive: str | Path | None = None,
-        fast: bool = False,
-        threads: int | None = None,
-        flip: bool = True,
-        settle: float = 1.0,
-        poll: float | None = None,
+        actions: list[str] = OPTIONS.actions,
+        model: str | Path | None = OPTIONS.model,
+        target: str = OPTIONS.target,
+        threshold: float = OPTIONS.threshold,
+        detection_threshold: float = OPTIONS.detection_threshold,
+        cooldown: float = OPTIONS.cooldown,
+        event_gap: float = OPTIONS.event_gap,
+        db: str | Path = OPTIONS.db,
+        archive: str | Path | None = OPTIONS.archive,
+        fast: bool = OPTIONS.fast,
+        threads: int | None = OPTIONS.threads,
+        flip: bool = OPTIONS.flip,
+        settle: float = OPTIONS.settle,
+        poll: float | None = OPTIONS.poll,
         rescan: float = 30.0,
-        action_timeout: float = DEFAULT_TIMEOUT,
-        max_age: float | None = 600.0,
-        site_depth: int | None = None,
+        action_timeout: float = OPTIONS.action_timeout,
+        max_age: float | None = OPTIONS.max_age,
+        site_depth: int | None = OPTIONS.site_depth,
         partial_grace: float = PARTIAL_GRACE,
         log: Callable[[str], None] = print,
-        models: Models | None = None,
+        models: Analyser | None = None,
         pin_factory=None,
     ):
         self.watch = Path(watch).absolute()
@@ -77,7 +75,7 @@ class Guard:
         self.max_age, self.site_depth, self.log = max_age, site_depth, log
         self.partial_grace = partial_grace
         self.actions = [parse_action(a, action_timeout, pin_factory=pin_factory) for a in actions]
-        self.models = models or Models(model, threads=threads, flip=flip, fast=fast)
+        self.models = models or Analyser(model, threads=threads, flip=flip, fast=fast)
         if target not in self.models.classifier.labels:
             raise ValueError(f"--target {target!r} is not a label of the model "
                              f"({', '.join(self.models.classifier.labels)})")
@@ -168,7 +166,7 @@ class Guard:
         self._tries.pop(str(path), None)
         if loaded is not None:
             self.models.analyse_safely(loaded, record, self.detection_threshold)
-        decide_image(record, self.detection_threshold, DEFAULT_THRESHOLD, self.target)
+        decide_image(record, self.detection_threshold, THRESHOLD, self.target)
         self.processed += 1
         if record.failure:
             self.log(f"failed: {path}: {record.failure}")

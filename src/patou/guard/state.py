@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..options import EVENT_GAP, GUARD_COOLDOWN
+
 FIRED, COOLDOWN = "fired", "cooldown"
 
 
@@ -52,7 +54,7 @@ class Decision:
 
 
 class Tracker:
-    def __init__(self, threshold: float, cooldown: float = 60.0, gap: float = 20.0, next_id: int = 1):
+    def __init__(self, threshold: float, cooldown: float = GUARD_COOLDOWN, gap: float = EVENT_GAP, next_id: int = 1):
         self.threshold, self.cooldown, self.gap = threshold, cooldown, gap
         self.open: dict[str, OpenEvent] = {}
         self.last_fire: dict[str, datetime] = {}

@@ -9,6 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from patou.models import ASSETS
+from patou.models.registry import resolve
+
 
 @dataclass
 class ModelCard:
@@ -40,9 +43,7 @@ class ModelCard:
         """Read a card; `path` may be the .json, the .onnx beside it, or a folder with one card."""
         path = Path(path)
         if not path.exists():
-            from patou.models.registry import resolve  # an installed model's name (`--model deepfaune`)
-
-            path = resolve(path)
+            path = resolve(path)  # an installed model's name (`--model deepfaune`)
         if path.is_dir():
             cards = sorted(p for p in path.glob("*.json") if _is_card(p))
             if len(cards) != 1:
@@ -115,4 +116,10 @@ def _is_card(p: Path) -> bool:
         return False
 
 
-ASSETS = Path(__file__).parent / "assets"
+def load_card(model: "ModelCard | str | Path | None", default: str | Path) -> "ModelCard":
+    """The one way a model is opened: a card as it is, a card/ONNX/folder path or an installed
+    model's name, or `default` (a bundled card) when None."""
+    return model if isinstance(model, ModelCard) else ModelCard.load(model or default)
+
+
+__all__ = ["ASSETS", "ModelCard", "load_card"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from patou.models.card import ASSETS, ModelCard
+from patou.models.card import ASSETS, ModelCard, load_card
 from patou.models.runtime import cpu_session
 from patou.record import Detection
 
@@ -127,7 +127,7 @@ class Detector:
         max_detections: int = 100,
         input_size: int | None = None,
     ):
-        self.card = card if isinstance(card, ModelCard) else ModelCard.load(card or DEFAULT_CARD)
+        self.card = load_card(card, DEFAULT_CARD)
         if self.card.task != "detection":
             raise ValueError(f"{self.card.name}: task is {self.card.task!r}, not a detection model")
         # YOLOX is fully convolutional: a model exported with free height/width runs at any

@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patou.models.card import ASSETS
+from patou.models import ASSETS
 
 MODELS_ENV = "PATOU_MODELS"
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # ImageNet mean/std on 0..255 pixels
 IMAGENET_STD = (58.395, 57.12, 57.375)
-DEEPFAUNE_TAXONOMY = ASSETS / "deepfaune_taxonomy.csv"
+DEEPFAUNE_CLASSES = ASSETS / "deepfaune_taxonomy.csv"  # publisher class -> label, group, Camtrap DP taxon
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Entry:
     std: tuple[float, float, float]
     resize: str  # a crop mode the Classifier knows (classifier.CROP_MODES)
     resample: str = "bicubic"
-    taxonomy: Path | None = None  # publisher class -> patou label, group, Camtrap DP taxon
+    class_table: Path | None = None  # publisher class -> patou label, group, Camtrap DP taxon (read_class_table)
     # the largest network a checkpoint of this entry may describe (checked on the tensors' shapes
     # before anything is built: a few KB of stride-0 tensors can declare gigabytes)
     network: dict = field(default_factory=dict)
@@ -108,7 +108,7 @@ REGISTRY: dict[str, Entry] = {
         std=IMAGENET_STD,
         resize="square-clip",  # DeepFaune's crop: grow the short side to a square, clip to the image
         resample="bicubic",
-        taxonomy=DEEPFAUNE_TAXONOMY,
+        class_table=DEEPFAUNE_CLASSES,
         network={"width": 1024, "depth": 24, "patch": 14, "mlp": 4096, "grid": 37},  # ViT-L/14 at 518 px
     ),
 }
@@ -155,35 +155,19 @@ def resolve(model: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
-class TaxonRow:
+class ClassRow:
     source: str  # the publisher's class name
     label: str  # patou's fine label
     group: str  # patou's coarse label (the bundled model's labels)
     row: dict  # the Camtrap DP columns
 
 
-def read_taxonomy(path: Path) -> dict[str, TaxonRow]:
+def read_class_table(path: Path) -> dict[str, ClassRow]:
     """Publisher class name -> its patou label, group and Camtrap DP taxon row."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     out = {}
     for r in rows:
         src = r.pop(next(iter(r)))  # first column: the publisher's name
-        out[src] = TaxonRow(src, r["label"], r.pop("group"), r)
+        out[src] = ClassRow(src, r["label"], r.pop("group"), r)
     return out
-
-
-def run_taxonomy(run_info: dict) -> Path | None:
-    """The Camtrap DP taxonomy table of the classifier a run used, when its card names one and
-    the model is still there (an installed model's fine labels, e.g. roe_deer -> Capreolus capreolus)."""
-    summary = (run_info.get("models") or {}).get("classifier") or {}
-    name = (summary.get("extra") or {}).get("camtrap_dp_taxonomy")
-    model = (run_info.get("options") or {}).get("model")
-    if not name or not model:
-        return None
-    try:
-        folder = resolve(model)
-    except ValueError:
-        return None
-    path = (folder if folder.is_dir() else folder.parent) / name
-    return path if path.is_file() else None

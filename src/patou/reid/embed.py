@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from patou.digest import file_sha256
 from patou.media import decode
-from patou.models.card import ModelCard
-from patou.models.classifier import DEFAULT_CARD, DEFAULT_MARGIN, RESAMPLE, crop
-from patou.models.runtime import cpu_session
+from patou.models.card import ModelCard, load_card
+from patou.models.crop import DEFAULT_CARD, DEFAULT_MARGIN, RESAMPLE, CropModel, crop
+from patou.options import DETECTION_THRESHOLD  # patou run's default
 from patou.record import Detection, ImageRecord
 
 BATCH = 32
@@ -32,7 +31,6 @@ POOLS = ("gem", "logits")
 GEM_P = 3.0
 # the tensor GlobalAveragePool reads in the bundled classifier (the last ReLU6 feature map)
 FEATURE_MAPS = {"efficientnet_lite0_imagenet": "/_swish_1/Clip_output_0"}
-DETECTION_THRESHOLD = 0.2  # patou run's default
 WHOLE = (0.0, 0.0, 1.0, 1.0)
 
 
@@ -99,12 +97,12 @@ def gem(fmap: np.ndarray, p: float = GEM_P) -> np.ndarray:
     return np.mean(x**p, axis=-1) ** (1.0 / p)
 
 
-class Embedder:
+class Embedder(CropModel):
     """Runs an embedding card, or the bundled classifier (GeM features or logits) when `model` is None."""
 
     def __init__(self, model: ModelCard | str | Path | None = None, threads: int | None = None, flip: bool = True,
                  pool: str = "gem"):
-        card = model if isinstance(model, ModelCard) else ModelCard.load(model or DEFAULT_CARD)
+        card = load_card(model, DEFAULT_CARD)
         if card.task not in ("embedding", "classification"):
             raise ValueError(f"{card.name}: task is {card.task!r}; re-identification needs an embedding "
                              "(or classification) model card")
@@ -116,19 +114,11 @@ class Embedder:
         self.pool = pool
         if card.resize != "square-pad" or card.input_size[0] != card.input_size[1]:
             raise ValueError(f"{card.name}: only square 'square-pad' inputs are supported")
-        self.card = card
-        self.size = int(card.input_size[0])
-        self.flip = flip
-        self.margin = float((card.extra or {}).get("crop_margin", DEFAULT_MARGIN))
-        self._mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._setup(card, flip, RESAMPLE)  # bilinear whatever the card says: the crops reid was measured on
         if pool == "gem":
-            self.session = cpu_session(with_output(card.onnx_path.read_bytes(), fmap), threads, name=card.onnx_path)
-            self._output = fmap
+            self._open(threads, with_output(card.onnx_path.read_bytes(), fmap), output=fmap)
         else:
-            self.session = cpu_session(card.onnx_path, threads)
-            self._output = self.session.get_outputs()[0].name
-        self._input = self.session.get_inputs()[0].name
+            self._open(threads)
         # the cache key: the weights' bytes and what shapes the input, never the file name
         self.key = hashlib.sha256(
             f"{file_sha256(card.onnx_path)}|{self.size}|{card.mean}|{card.std}|{self.margin}|{flip}"
@@ -140,16 +130,6 @@ class Embedder:
         if self.card.task == "embedding":
             return self.card.name
         return f"{self.card.name} ({'ImageNet GeM features' if self.pool == 'gem' else 'ImageNet logits'})"
-
-    def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        arrs = []
-        for c in crops:
-            c = np.asarray(c)
-            if c.shape != (self.size, self.size, 3):
-                c = np.asarray(Image.fromarray(c.astype(np.uint8)).convert("RGB").resize((self.size, self.size), RESAMPLE))
-            arrs.append(c)
-        x = np.stack(arrs).astype(np.float32).transpose(0, 3, 1, 2)
-        return (x - self._mean) / self._std
 
     def raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Network outputs without flip or normalisation (the ONNX-vs-torch check uses this)."""

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from patou.evaluate import _clean, _figure, _fmt
-from patou.outputs.atomic import atomic_output
+from patou.evaluate import fmt, json_safe, new_figure
+from patou.atomic import atomic_output
 from patou.reid import metrics
 from patou.reid.data import query_gallery_split, scan_individuals
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, make_embedder
@@ -109,14 +109,14 @@ def evaluate(data: str | Path, out_dir: str | Path, *, model=None, no_detector: 
         except ModuleNotFoundError as e:  # matplotlib comes with the 'train' extra
             log(f"warning: no worst_queries.png ({e.name} missing: pip install 'patou[train]')")
     with atomic_output(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(_clean(result), indent=2) + "\n")
+        tmp.write_text(json.dumps(json_safe(result), indent=2) + "\n")
     md = ["# Re-identification report", "", f"Model: {embedder.name}. Protocol: {protocol}. Inputs: {result['inputs']}. Re-ranking: {result['rerank']}.",
           f"{result['queries']} queries against {result['gallery']} gallery photos of {result['individuals']} "
           "individuals." + (f" **Warning: {result['warning']}.**" if result.get("warning") else ""),
           "", "| level | hit@1 | hit@3 | hit@5 | mAP |", "|---|---|---|---|---|"]
     for level in ("individual", "image"):
-        md.append(f"| {level} | " + " | ".join(_fmt(result.get(f"{level}_hit@{k}")) for k in metrics.KS)
-                  + f" | {_fmt(result.get(f'{level}_mAP'))} |")
+        md.append(f"| {level} | " + " | ".join(fmt(result.get(f"{level}_hit@{k}")) for k in metrics.KS)
+                  + f" | {fmt(result.get(f'{level}_mAP'))} |")
     md += ["", f"## Worst queries ({len(wrong)} most confident wrong top-1)", ""]
     if wrong:
         md += ["![worst queries](worst_queries.png)", "", "| query | truth | top-1 | score |", "|---|---|---|---|"]
@@ -150,7 +150,7 @@ def _thumb(path, side: int = 160) -> np.ndarray:
 
 def plot_worst(wrong: list[dict], right_files: list, path: Path) -> Path:
     """One row per query: the query, its wrong top candidate, the right individual's best photo."""
-    fig = _figure(7.5, 2.4 * len(wrong))
+    fig = new_figure(7.5, 2.4 * len(wrong))
     cols = 3
     for n, (r, right) in enumerate(zip(wrong, right_files)):
         cells = [(r["query"], f"query: {r['individual_id']}"),

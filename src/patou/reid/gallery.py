@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.reid.data import scan_individuals
 from patou.digest import file_sha256
 from patou.reid.embed import DETECTION_THRESHOLD, Cropped, Embedder

@@ -80,7 +80,7 @@ def search(photos, gallery: str | Path, out_dir: str | Path, *, model=None, top_
     import csv
 
     from patou.media import IMAGE_EXTENSIONS, scan
-    from patou.outputs.atomic import atomic_output
+    from patou.atomic import atomic_output
     from patou.reid.embed import DETECTION_THRESHOLD, make_embedder
     from patou.reid.gallery import Gallery, embed_photos
     from patou.reid.rerank import rerank

@@ -17,16 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from patou.media import IMAGE_EXTENSIONS, decode
-from patou.models.classifier import crop
-from patou.outputs.atomic import atomic_output
-from patou.outputs.corrections import _locked
+from patou.atomic import atomic_output
 from patou.record import ImageRecord
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, best_box
 from patou.reid.gallery import Gallery
 from patou.reid.ranking import CANDIDATE_COLUMNS, rank
-from patou.results import load_run
+from patou.results import RunFolder, load_run
 
-CANDIDATES, INFO, CONFIRMED, EXPORT = "reid-candidates.csv", "reid.json", "reid-confirmations.json", "reid-confirmed.csv"
+CANDIDATES, INFO = RunFolder.REID_CANDIDATES, RunFolder.REID_INFO
+CONFIRMED, EXPORT = RunFolder.REID_CONFIRMATIONS, RunFolder.REID_CONFIRMED
 COLUMNS = ("root", "file") + CANDIDATE_COLUMNS
 
 
@@ -58,7 +57,7 @@ def identify_run(results_dir: str | Path, gallery: str | Path, *, model=None, to
             log(f"{r.path}: cannot be read again for re-identification, skipped")
             continue
         keys.append(r)
-        crops.append(crop(img, box.bbox, embedder.size, margin=embedder.margin, pad_value=int(embedder.card.pad_value)))
+        crops.append(embedder.crop_box(img, box.bbox))
     rows = []
     if crops:
         ranked = rank(embedder.embed(crops), g.vectors, g.ids, top_k)
@@ -109,7 +108,7 @@ def confirm(results_dir: str | Path, root: str, file: str, individual_id: str | 
             gallery_file: str = "") -> None:
     """Record that (root, file) shows `individual_id` (None withdraws it): locked merge, atomic write."""
     results_dir = Path(results_dir)
-    with _locked(results_dir):
+    with RunFolder(results_dir).writers_lock():
         images = _read(results_dir)
         k = f"{Path(root)}|{file}"
         if individual_id is None:

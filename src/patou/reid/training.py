@@ -28,17 +28,17 @@ import torch.nn.functional as F
 
 import patou
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.reid import metrics
 from patou.reid.data import scan_individuals
 from patou.reid.embed import DETECTION_THRESHOLD, Embedder, crop_photo
 from patou.reid.net import ArcFace, EmbeddingNet
 from patou.reid.ranking import choose_threshold
-from patou.torch_files import load as load_weights
-from patou.torch_files import need
+from patou.convert.torch_files import load as load_weights
+from patou.convert.torch_files import need
 from patou.train import augment
-from patou.train.job import _write_split
-from patou.train.loop import _save, _write_history
+from patou.train.job import write_split
+from patou.train.loop import save_atomic, write_history
 from patou.train.records import CROP_SIZE
 from patou.train.splits import split
 
@@ -143,7 +143,7 @@ def train(
         raise ValueError(f"{known_dir}: re-identification training needs at least 2 individuals, found {len(counts)}")
     train_imgs, val_imgs = split(images, val_fraction, by="event", seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_split(out_dir / "split.csv", train_imgs, val_imgs)
+    write_split(out_dir / "split.csv", train_imgs, val_imgs)
 
     detector = None
     if not no_detector:
@@ -246,14 +246,14 @@ def train(
         score = (row["val_hit@1"] or 0.0, row["val_mAP"] or 0.0)
         if val and score >= best:
             best = score
-            _save({"suffix": model.suffix.state_dict(), "epoch": epoch, "val": val}, out_dir / BEST)
-        _save({"suffix": model.suffix.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+            save_atomic({"suffix": model.suffix.state_dict(), "epoch": epoch, "val": val}, out_dir / BEST)
+        save_atomic({"suffix": model.suffix.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
                "sched": sched.state_dict(), "epoch": epoch, "history": history, "best": list(best),
                "config": config}, out_dir / CHECKPOINT)
-        _write_history(history, out_dir / HISTORY)
+        write_history(history, out_dir / HISTORY)
 
     if not (out_dir / BEST).is_file():  # no validation photos: the last epoch is the model
-        _save({"suffix": model.suffix.state_dict(), "epoch": epochs - 1, "val": {}}, out_dir / BEST)
+        save_atomic({"suffix": model.suffix.state_dict(), "epoch": epochs - 1, "val": {}}, out_dir / BEST)
     best_ck = load_weights(out_dir / BEST, "best epoch")
     try:
         model.suffix.load_state_dict(best_ck["suffix"])

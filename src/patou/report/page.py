@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..outputs.atomic import atomic_output
+from ..atomic import atomic_output
 from ..record import EMPTY
-from ..results import Run
+from ..results import Run, RunFolder
 from . import figures
 from .activity import MIN_EVENTS, Activity, activity
 from .health import Health, Rules, check
@@ -169,7 +169,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, deploym
 
     Only a page patou wrote is replaced (atomically); any other file at `out` is a ValueError."""
     results_dir = Path(results_dir)
-    out = Path(out) if out else results_dir / "report.html"
+    out = Path(out) if out else results_dir / RunFolder.REPORT
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; name the HTML file to write, e.g. {out / 'report.html'}")
     if out.exists() and f'name="generator" content="{GENERATOR}' not in out.read_text("utf-8", "replace")[:4000]:

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..events import events_of
-from ..outputs.camtrap_dp_deployments import attach_user_values, read_deployments_csv, site_deployments
-from ..outputs.corrections import load_corrections
+from ..formats.camtrap_dp_deployments import attach_user_values, read_deployments_csv, site_deployments
+from ..corrections import load_corrections
 from ..record import EMPTY, UNDEFINED, ImageRecord
 from ..results import Run, load_run
 from .count import animals_in
@@ -169,7 +169,7 @@ def _best_guess(photos: list[Photo]) -> str | None:
 def _deployment_dates(deps, path: Path) -> tuple[list[str], dict[str, tuple]]:
     """Warnings, and each matched site's (deploymentStart, deploymentEnd) on its camera's own
     clock (naive, like EXIF times); None where the CSV leaves one empty."""
-    from ..outputs.camtrap_dp_validate import load_table_schema
+    from ..formats.camtrap_dp_validate import load_table_schema
 
     fields = [f["name"] for f in load_table_schema("deployments")["fields"]]
     rows, warnings = read_deployments_csv(path, fields)

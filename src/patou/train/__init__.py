@@ -16,7 +16,7 @@ The flow, one module a step:
     loop.py      head first (frozen backbone), then fine-tuning; one-cycle; early stopping;
                  a checkpoint every epoch; resume
     export.py    ONNX + model card, checked against torch
-    quantize.py  static int8 with ONNX Runtime, checked against fp32
+    (`patou export --int8`: convert/quantize.py, static int8 with ONNX Runtime, checked against fp32)
 """
 
 from patou.train.job import export_int8, train  # noqa: E402  (torch is imported only when they run)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from patou.torch_files import load as load_weights
+from patou.convert.torch_files import load as load_weights
 
 NAMES = ("efficientnet-lite0", "mobilenetv2")
 DROPOUT = 0.2  # both backbones' own classifier dropout

@@ -18,7 +18,7 @@ import torch
 
 import patou
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.train.export import NAME, TOLERANCE
 
 PREFIX = "head_"

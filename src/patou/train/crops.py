@@ -21,7 +21,8 @@ from PIL import Image
 from patou.digest import update_with_file
 from patou.media import decode
 from patou.models.classifier import PAD_VALUE, crop
-from patou.outputs.atomic import atomic_output
+from patou.options import DETECTION_THRESHOLD
+from patou.atomic import atomic_output
 from patou.record import EMPTY, ImageRecord
 from patou.train.records import CROP_SIZE, Crop, LabelledImage
 
@@ -30,7 +31,7 @@ JPEG_QUALITY = 95
 
 
 class CropCache:
-    def __init__(self, cache_dir: Path, detector=None, detection_threshold: float = 0.2, margin: float = 0.1):
+    def __init__(self, cache_dir: Path, detector=None, detection_threshold: float = DETECTION_THRESHOLD, margin: float = 0.1):
         """`detector`: anything with `.card` and `.detect(img)`; None = the bundled one, loaded
         only when an image is not cached yet (a fully cached run never builds an ONNX session)."""
         self.cache_dir = Path(cache_dir)

@@ -16,7 +16,7 @@ import torch
 import patou
 from patou.models.card import ModelCard
 from patou.models.classifier import PAD_VALUE
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 
 NAME = "model"
 TOLERANCE = 1e-3  # on logits, relative to max(1, |logit|): fp32 graphs agree to ~1e-5 here

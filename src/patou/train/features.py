@@ -21,7 +21,7 @@ import numpy as np
 
 from patou.digest import file_sha256
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.train.crops import read_crop
 from patou.train.records import Crop
 

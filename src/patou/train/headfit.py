@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from patou.train.loop import _default_sampler, _epoch_indices, _epoch_seed
+from patou.train.loop import default_sampler, epoch_indices, epoch_seed
 from patou.train.rollup import RollupHead
 
 HEAD_EPOCHS = 30
@@ -82,17 +82,17 @@ def fit_head(
     y = torch.as_tensor(y_train, dtype=torch.long)
     base = _bases(head, f)
     names = [str(v) for v in y_train]
-    sample = sample if sample is not None else _default_sampler()
+    sample = sample if sample is not None else default_sampler()
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = [math.ceil(len(_epoch_indices(names, balance_ratio, seed, e, sample)) / batch_size)
+    steps_per_epoch = [math.ceil(len(epoch_indices(names, balance_ratio, seed, e, sample)) / batch_size)
                        for e in range(epochs)]
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(sum(steps_per_epoch), 1))
     history, best, best_state, best_epoch = [], None, None, None
     for epoch in range(epochs):
-        torch.manual_seed(_epoch_seed(seed, epoch))  # dropout
+        torch.manual_seed(epoch_seed(seed, epoch))  # dropout
         rng = np.random.default_rng([seed, epoch, 1])
-        idx = torch.as_tensor(_epoch_indices(names, balance_ratio, seed, epoch, sample), dtype=torch.long)
+        idx = torch.as_tensor(epoch_indices(names, balance_ratio, seed, epoch, sample), dtype=torch.long)
         views = torch.as_tensor(rng.integers(0, f.shape[1], len(idx)), dtype=torch.long)
         head.train()
         loss_sum = 0.0

@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 from patou.media import scan
 from patou.models.card import ModelCard
-from patou.outputs.atomic import atomic_output
+from patou.options import DETECTION_THRESHOLD, TrainOptions
+from patou.atomic import atomic_output
 from patou.record import EMPTY
 from patou.train.crops import CropCache, read_crop, view_fraction
 from patou.train.labels import collect, parse_merge
@@ -30,8 +31,9 @@ from patou.train.records import Crop, LabelledImage
 from patou.train.sampler import fixed_balanced
 from patou.train.splits import assign_events, crops_by_side, split
 
+OPTIONS = TrainOptions()  # the defaults of `patou train`'s options (detection threshold: the run's)
+
 SPLIT = "split.csv"
-DETECTION_THRESHOLD = 0.2  # the same default as `patou run`: train on the boxes a run would classify
 CROP_MARGIN = 0.1  # the bundled classifier's margin, recorded in the card for `patou run`
 VERIFY_CROPS = 16
 
@@ -48,7 +50,7 @@ def _classes(text: str | list[str] | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def _write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
+def write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "site", "event_id", "timestamp", "side"])
@@ -96,7 +98,7 @@ def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, back
     from patou.train.backbones import DROPOUT, build
     from patou.train.features import FeatureCache, OnnxFeatures, TorchFeatures
     from patou.train.headfit import fit_head
-    from patou.train.loop import _write_history
+    from patou.train.loop import write_history
     from patou.train.rollup import make_head
 
     torch.set_num_threads(threads)
@@ -136,7 +138,7 @@ def _head_only(train_crops, val_crops, labels, out: Path, *, backbone: str, back
                             "val_bal_acc": round(b["bal_acc"], 4), "best": True}]}
     else:
         res = fit_head(head, tf, y_train, vf, y_val, balance_ratio=balance_ratio, seed=seed, log=log)
-    _write_history(res["history"], out / "history_head.csv")
+    write_history(res["history"], out / "history_head.csv")
     b = res["best"]
     best = {"val_loss": b["loss"], "val_acc": b["acc"], "val_bal_acc": b["bal_acc"],
             "val_recall": {labels[c]: r for c, r in b["recall"].items()}, "val_confusion": b["confusion"]}
@@ -150,32 +152,32 @@ def train(
     data: str | Path,
     out: str | Path,
     *,
-    labels_csv: str | Path | None = None,
-    backbone: str = "efficientnet-lite0",
-    classes: str | list[str] | None = None,
-    merge: str | Path | None = None,
-    epochs: int = 10,
-    head_epochs: int = 2,
-    val_fraction: float = 0.1,
-    split_by: str = "event",
-    balance_ratio: float = 5.0,
-    image_size: int = 224,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    patience: int = 3,
-    seed: int = 0,
-    resume: bool = False,
-    no_crop: bool = False,
-    event_gap: float = 20.0,
-    detection_threshold: float = DETECTION_THRESHOLD,
-    cache_dir: str | Path | None = None,
-    threads: int | None = None,
+    labels_csv: str | Path | None = OPTIONS.labels_csv,
+    backbone: str = OPTIONS.backbone,
+    classes: str | list[str] | None = OPTIONS.classes,
+    merge: str | Path | None = OPTIONS.merge,
+    epochs: int = OPTIONS.epochs,
+    head_epochs: int = OPTIONS.head_epochs,
+    val_fraction: float = OPTIONS.val_fraction,
+    split_by: str = OPTIONS.split_by,
+    balance_ratio: float = OPTIONS.balance_ratio,
+    image_size: int = OPTIONS.image_size,
+    batch_size: int = OPTIONS.batch_size,
+    lr: float = OPTIONS.lr,
+    patience: int = OPTIONS.patience,
+    seed: int = OPTIONS.seed,
+    resume: bool = OPTIONS.resume,
+    no_crop: bool = OPTIONS.no_crop,
+    event_gap: float = OPTIONS.event_gap,
+    detection_threshold: float = OPTIONS.detection_threshold,
+    cache_dir: str | Path | None = OPTIONS.cache_dir,
+    threads: int | None = OPTIONS.threads,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
     max_epochs_this_run: int | None = None,
-    init: str | None = None,
-    mode: str = "auto",
-    head_fit: str = "convex",
+    init: str | None = OPTIONS.init,
+    mode: str = OPTIONS.mode,
+    head_fit: str = OPTIONS.head_fit,
 ) -> dict:
     """Train a crop classifier on DATA (leaf folder = label, or `labels_csv` path,label) into
     `out`, loadable by `patou run --model out`. Returns fit's summary plus `card` and `problems`.
@@ -216,7 +218,7 @@ def train(
         i.event_id if split_by == "event" else i.site for i in val_imgs}
     assert not shared, f"split bug: {split_by}s on both sides: {sorted(shared)[:5]}"
     out.mkdir(parents=True, exist_ok=True)
-    _write_split(out / SPLIT, train_imgs, val_imgs)
+    write_split(out / SPLIT, train_imgs, val_imgs)
     log(f"{len(images)} labelled images ({dict(Counter(i.label for i in images))}); "
         f"{len(train_imgs)} train / {len(val_imgs)} validation, split by {split_by}")
 
@@ -325,7 +327,7 @@ def export_int8(
 ) -> ModelCard:
     """int8 copy of MODEL_DIR in `out`, calibrated on detector crops of the images under
     `calibration` (validation images left out) and compared with fp32 on the validation split."""
-    from patou.train.quantize import MAX_CALIBRATION, card_figures, compare, quantize_classifier
+    from patou.convert.quantize import MAX_CALIBRATION, card_figures, compare, quantize_classifier
 
     model, out = Path(model), Path(out)
     if out.resolve() == model.resolve():

@@ -7,25 +7,16 @@ into `other`. Per-file trouble is returned as one-line problems, never raised.
 from __future__ import annotations
 
 import csv
-import re
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 from patou.media import IMAGE_EXTENSIONS, scan
-from patou.record import EMPTY
+from patou.record import EMPTY, normalise_label
 from patou.train.records import LabelledImage
 
 OTHER = "other"
 # what people write for "nothing in the frame"; all become `empty` (kept for evaluation only)
 EMPTY_ALIASES = {"", "none", "blank", EMPTY}
-
-
-def normalise_label(name: str) -> str:
-    """"Cerf élaphe" -> "cerf_elaphe": accents stripped, lower case, other characters -> "_"."""
-    text = unicodedata.normalize("NFKD", str(name))
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
 
 
 def _canonical(name: str) -> str:

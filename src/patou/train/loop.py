@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from patou.outputs.atomic import atomic_output
-from patou.torch_files import load as load_weights
-from patou.torch_files import need
+from patou.atomic import atomic_output
+from patou.convert.torch_files import load as load_weights
+from patou.convert.torch_files import need
 from patou.train import augment
 from patou.train.backbones import build
 from patou.train.crops import read_crop
@@ -67,11 +67,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _default_sampler() -> Callable | None:
+def default_sampler() -> Callable | None:
     try:
         from patou.train.sampler import balanced_indices
     except ModuleNotFoundError as e:
@@ -81,7 +81,7 @@ def _default_sampler() -> Callable | None:
     return balanced_indices
 
 
-def _epoch_indices(names: list[str], ratio: float, seed: int, epoch: int, sample: Callable | None) -> list[int]:
+def epoch_indices(names: list[str], ratio: float, seed: int, epoch: int, sample: Callable | None) -> list[int]:
     rng = np.random.default_rng([seed, epoch])
     idx = np.arange(len(names)) if sample is None else np.asarray(sample(names, ratio, rng), dtype=np.int64)
     return [int(i) for i in rng.permutation(idx)]
@@ -155,12 +155,12 @@ def _train_epoch(model, loader, opt, sched, spec, gen: torch.Generator, micro_ba
             "crops_per_s": n / dt if dt > 0 else 0.0}
 
 
-def _save(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
 
 
-def _write_history(rows: list[dict], path: Path) -> None:
+def write_history(rows: list[dict], path: Path) -> None:
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         if rows:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -212,7 +212,7 @@ def fit(
         raise ValueError(f"crops with labels outside {labels}: {', '.join(unknown)}")
     y_train, y_val = [index[c.label] for c in train], [index[c.label] for c in val]
     names = [c.label for c in train]
-    sample = sample if sample is not None else _default_sampler()
+    sample = sample if sample is not None else default_sampler()
     head_epochs = min(max(int(head_epochs), 0), epochs)
     config = {"backbone": backbone, "init": init, "view": float(view), "labels": list(labels),
               "image_size": int(image_size), "epochs": int(epochs),
@@ -263,9 +263,9 @@ def fit(
             break
         epoch = st["epoch"]
         phase = 1 if epoch < head_epochs else 2
-        torch.manual_seed(_epoch_seed(seed, epoch))
-        gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch) ^ 0x5A5A)
-        idx = _epoch_indices(names, balance_ratio, seed, epoch, sample)
+        torch.manual_seed(epoch_seed(seed, epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch) ^ 0x5A5A)
+        idx = epoch_indices(names, balance_ratio, seed, epoch, sample)
         drop_last = len(idx) > batch_size  # no 1-crop batch at the end (BatchNorm in train mode)
         if phase != st["phase"]:
             model.freeze_backbone(phase == 1)
@@ -280,7 +280,7 @@ def fit(
             ev["bal_acc"] == st["best"] and ev["loss"] < st["best_loss"])
         if improved:
             st.update(best=ev["bal_acc"], best_loss=ev["loss"], best_epoch=epoch + 1, bad=0)
-            _save({"model": model.state_dict(), "epoch": epoch + 1, "val": ev, "config": config}, out_dir / BEST)
+            save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "val": ev, "config": config}, out_dir / BEST)
         elif phase == 2:
             st["bad"] += 1
         row = {"epoch": epoch + 1, "phase": "head" if phase == 1 else "fine-tune",
@@ -291,9 +291,9 @@ def fit(
         st["history"].append(row)
         st["epoch"] = epoch + 1
         st["stopped"] = phase == 2 and st["bad"] >= patience
-        _save({"config": config, "model": model.state_dict(), "optimiser": opt.state_dict(),
+        save_atomic({"config": config, "model": model.state_dict(), "optimiser": opt.state_dict(),
                "scheduler": sched.state_dict(), "state": st, "rng": torch.get_rng_state()}, ck_path)
-        _write_history(st["history"], out_dir / HISTORY)
+        write_history(st["history"], out_dir / HISTORY)
         ran += 1
         log(f"epoch {epoch + 1}/{epochs} {row['phase']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}"
             f" | val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} balanced {row['val_bal_acc']:.3f}"

@@ -28,8 +28,8 @@ from torch import nn
 
 from patou.models.card import ModelCard
 from patou.models.classifier import DEFAULT_CARD
-from patou.models.taxonomy import Taxonomy
-from patou.torch_files import load as load_weights
+from patou.models.rollup import Rollup
+from patou.convert.torch_files import load as load_weights
 
 INITS = ("rollup", "rows", "random")
 OTHER = "other"
@@ -44,7 +44,7 @@ def label_weights(labels: list[str], card: ModelCard | None = None, merge: dict 
     """(n_imagenet, K) weights C: how much of ImageNet class j's probability goes to training label k."""
     card = card or bundled_card()
     extra = card.extra or {}
-    tax = Taxonomy.for_card(card)
+    tax = Rollup.for_card(card)
     prior, fold, merge = dict(extra.get("log_prior") or {}), dict(extra.get("fold") or {}), dict(merge or {})
     pos = {lab: k for k, lab in enumerate(labels)}
     c = np.zeros((tax.n_classes, len(labels)), dtype=np.float64)

@@ -13,11 +13,12 @@ from PIL import Image
 
 from patou.events import group_events
 from patou.media import exif_time
+from patou.options import EVENT_GAP
 from patou.record import ImageRecord
 from patou.train.records import LabelledImage
 
 
-def assign_events(images: list[LabelledImage], gap: float = 20.0) -> list[list[LabelledImage]]:
+def assign_events(images: list[LabelledImage], gap: float = EVENT_GAP) -> list[list[LabelledImage]]:
     """Set `timestamp` (EXIF, header only) and `event_id` on every image; return the events."""
     records = []
     for img in images:

@@ -14,10 +14,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from patou.outputs.corrections import write_train_labels
-from patou.outputs.sort import plan_sort, sort_files
+from patou.corrections import write_train_labels
+from patou.options import DETECTION_THRESHOLD, RunOptions
 from patou.record import Detection, ImageRecord
-from patou.results import Run
+from patou.results import Run, RunFolder
+from patou.sort import plan_sort, sort_files
 
 from . import review
 from . import reid as reid_routes
@@ -31,7 +32,8 @@ PAGE_SIZE = 120
 EVENTS_SHOWN = 300  # rows of the run page's events table
 SIDES = {"thumb": 400, "preview": 1280}
 # Results-folder files offered as downloads on the run page.
-DOWNLOADS = ["predictions.csv", "predictions.xlsx", "megadetector.json", "run.json", "corrections.json"]
+DOWNLOADS = list(RunFolder.DOWNLOADS)
+RUN = RunOptions()  # the run form's defaults
 
 
 class Change(BaseModel):
@@ -106,7 +108,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     def index(request: Request, error: str = ""):
         runs = [reg.summary(p) for p in reg.folders()]
         jobs = [j.as_json() for j in reversed(list(reg.jobs.values()))]
-        return render(request, "index.html", runs=runs, jobs=jobs, error=error, runs_dir=str(reg.runs_dir))
+        return render(request, "index.html", runs=runs, jobs=jobs, error=error, runs_dir=str(reg.runs_dir),
+                      defaults=RUN, detection_threshold=DETECTION_THRESHOLD)
 
     @app.get("/runs/{rid}", response_class=HTMLResponse)
     def run_page(request: Request, rid: str, label: str = "", event: str = "", site: str = "",
@@ -251,8 +254,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
 
     # ------------------------------------------------------------------ actions (forms)
     @app.post("/runs/start")
-    def start(folder: str = Form(...), out: str = Form(""), detection_threshold: float = Form(0.2),
-              threshold: float = Form(0.5), target: str = Form(""), event_gap: float = Form(20.0),
+    def start(folder: str = Form(...), out: str = Form(""), detection_threshold: float = Form(DETECTION_THRESHOLD),
+              threshold: float = Form(RUN.threshold), target: str = Form(""), event_gap: float = Form(RUN.event_gap),
               site_depth: str = Form(""), model: str = Form(""), threads: str = Form(""),
               fast: bool = Form(False), no_flip: bool = Form(False), resume: bool = Form(False)):
         """The options of `patou run` (sorting is done afterwards, from the run page)."""
@@ -276,7 +279,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     def export_tables(rid: str):
         run = load(rid)
         review.rewrite_tables(run)
-        return dict(files=[f"/runs/{rid}/files/predictions.csv", f"/runs/{rid}/files/predictions.xlsx"])
+        return dict(files=[f"/runs/{rid}/files/{RunFolder.PREDICTIONS_CSV}", f"/runs/{rid}/files/{RunFolder.PREDICTIONS_XLSX}"])
 
     @app.post("/runs/{rid}/export/train-labels")
     def export_train_labels(rid: str):
@@ -350,7 +353,7 @@ def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
     """What a thumbnail card needs: URLs, verdicts, boxes (normalised [x, y, w, h])."""
     r: ImageRecord = it.record
     root_no = roots.index(r.root)
-    det_t = run.options.get("detection_threshold", 0.2)
+    det_t = run.options.get("detection_threshold", DETECTION_THRESHOLD)
     url = f"/runs/{rid}/image/{root_no}/{quote(r.rel, safe='/')}"
     return dict(
         index=it.index, root=str(r.root), file=r.rel, site=r.site, event_id=r.event_id,

