@@ -115,7 +115,7 @@ def run(
         ray_info = analyse(records, todo, checkpoint, analyser, opts, detection_threshold, log, progress)
         t_infer = time.perf_counter()
 
-        decide(records, time_sources, detection_threshold, opts)
+        decide(records, time_sources, detection_threshold, opts, analyser.classifier.event_logit_scale)
         write(records, folder, analyser, detection_threshold, opts, inputs)
         t_write = time.perf_counter()
 
@@ -237,13 +237,15 @@ def analyse(records: list[ImageRecord], todo: list[ImageRecord], checkpoint: Che
         checkpoint.close()
 
 
-def decide(records: list[ImageRecord], time_sources: list[str], detection_threshold: float, opts: RunOptions) -> None:
-    """Capture times, image verdicts, events and their verdicts."""
+def decide(records: list[ImageRecord], time_sources: list[str], detection_threshold: float, opts: RunOptions,
+           logit_scale: float | None = None) -> None:
+    """Capture times, image verdicts, events and their verdicts (averaged as the classifier's card
+    says: `logit_scale`, see decide.py)."""
     assign_times(records, time_sources)
     for r in records:
-        decide_image(r, detection_threshold, opts.threshold, opts.target)
+        decide_image(r, detection_threshold, opts.threshold, opts.target, logit_scale)
     for event in group_events(records, opts.event_gap):
-        decide_event(event, opts.threshold, opts.target)
+        decide_event(event, opts.threshold, opts.target, logit_scale)
 
 
 def write(records: list[ImageRecord], folder: RunFolder, analyser: Analyser, detection_threshold: float,

@@ -75,12 +75,18 @@ def _layout(name: str, root) -> tuple[dict, dict]:
     return args, root["state_dict"]
 
 
+def _tensors_only(name: str, state: dict, kind: type) -> None:
+    for k, v in state.items():
+        if not isinstance(v, kind):
+            raise CheckpointError(f"{name}: {str(k)[:60]} is {type(v).__name__}, not a tensor")
+
+
 def read(path: str | Path, what: str = "--from") -> PublisherCheckpoint:
     """The checkpoint's args (plain values) and state_dict; CheckpointError, one line naming `what`
     and the file, when it is unreadable, not a training checkpoint, or holds code."""
     import torch
 
-    from patou.torch_files import RefusedPickle, load
+    from patou.convert.torch_files import RefusedPickle, load
 
     path = Path(path)
     name = f"{what} {path}".strip()
@@ -92,9 +98,7 @@ def read(path: str | Path, what: str = "--from") -> PublisherCheckpoint:
         raise CheckpointError(str(e)) from None
     else:
         args, state = _layout(name, root)
-        bad = [str(k)[:60] for k, v in state.items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise CheckpointError(f"{name}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+        _tensors_only(name, state, torch.Tensor)
         return PublisherCheckpoint(path, args, dict(state), "torch.load(weights_only=True)")
     try:
         ck = unpickle.read(path)
@@ -106,9 +110,7 @@ def read(path: str | Path, what: str = "--from") -> PublisherCheckpoint:
             raise CheckpointError(f"{name}: refused, it holds {', '.join(code[:4])} besides tensors and plain data "
                                   "(loading that could run code)")
         args, state = _layout(name, ck.root)
-        bad = [str(k)[:60] for k, v in state.items() if not isinstance(v, unpickle.TensorRef)]
-        if bad:
-            raise CheckpointError(f"{name}: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+        _tensors_only(name, state, unpickle.TensorRef)
         return PublisherCheckpoint(path, args, dict(state), "patou's inert unpickler",
                                    _refused_globals(path) or sorted(ck.stand_ins), ck)
     except BaseException:
@@ -136,3 +138,15 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     if stray:
         raise ValueError(f"unexpected keys without the {prefix!r} prefix: {', '.join(stray[:5])}")
     return {k[len(prefix):]: v for k, v in state.items()}
+
+
+EXACT = ("patch", "classes", "registers")  # the rest of a network's limits are maxima
+
+
+def check_limits(declared: dict[str, int], limits: dict) -> None:
+    """ValueError unless the network the shapes declare is within `limits` (a registry entry's
+    `network`: width, depth, mlp, grid at most; patch, classes, registers exactly)."""
+    over = [f"{k} {declared[k]} ({'expected' if k in EXACT else 'at most'} {v})" for k, v in limits.items()
+            if k in declared and (declared[k] != v if k in EXACT else declared[k] > v)]
+    if over:
+        raise ValueError("the tensors' shapes declare a network other than this model's: " + ", ".join(over))

@@ -6,8 +6,8 @@ DINOv3's variant: patch centres normalised to [-1, 1] per axis, periods 100 ** (
 "rotate half" layout) applied to the patch tokens' queries and keys only, pre-norm blocks without a qkv
 bias and with LayerScale `gamma_1`/`gamma_2`, a final norm, and a linear head on the class token.
 Parameter names are timm's, so a checkpoint maps key for key (`from_state_dict`, strict); the
-architecture is read from the tensors' shapes. The head count is not in the tensors: the caller gives it
-(16 for ViT-L/16; every DINOv3 up to ViT-H+ has 64-wide heads).
+architecture is read from the tensors' shapes, the head count (not in the tensors) from DINOv3's head
+width of 64 (ViT-S/B/L/H+; ViT-L/16 has 16 heads), as convert/vit.py does for DINOv2.
 
 The RoPE tables are computed once for a fixed input size (`set_input_size`), as timm computes them for a
 dynamic image size, so the exported graph holds them as constants. Used at install time only (torch is
@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patou.convert.checkpoint import mismatches, strip_prefix
+from patou.convert.checkpoint import check_limits, mismatches, strip_prefix
 
+HEAD_DIM = 64  # every DINOv3 ViT up to H+ has 64-wide attention heads (the 7B's are 128: not converted here)
 EPS = 1e-5  # timm's LayerNorm eps for the DINOv3 ViTs
 ROPE_TEMPERATURE = 100.0  # DINOv3's RoPE base
 MLP_RATIO = 4
@@ -119,25 +120,26 @@ class DinoV3Eva(nn.Module):
         return self.head(features), features
 
 
-def architecture(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+def architecture(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[str, int]:
     """Width, depth, patch, MLP width, registers and classes, read from the tensors' shapes alone
-    (a checkpoint's TensorRefs give them before any tensor is read)."""
+    (a checkpoint's shapes are known before any weight is read)."""
     need = ("patch_embed.proj.weight", "reg_token", "head.weight", "blocks.0.mlp.fc1.weight")
-    missing = [k for k in need if k not in shapes]
+    missing = [prefix + k for k in need if k not in shapes]
     if missing:
         raise ValueError(f"not a DINOv3 ViT checkpoint: missing {', '.join(missing)}")
     pe = shapes["patch_embed.proj.weight"]
     if len(pe) != 4 or pe[1] != 3 or pe[2] != pe[3]:
-        raise ValueError(f"patch_embed.proj.weight {pe}: not a square RGB patch embedding")
+        raise ValueError(f"{prefix}patch_embed.proj.weight {pe}: not a square RGB patch embedding")
     depth = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit())
     reg, head, fc1 = shapes["reg_token"], shapes["head.weight"], shapes["blocks.0.mlp.fc1.weight"]
     if len(reg) != 3 or len(head) != 2 or len(fc1) != 2:
-        raise ValueError("reg_token, head.weight or blocks.0.mlp.fc1.weight of an unexpected rank")
-    return {"dim": pe[0], "depth": depth, "patch": pe[2], "hidden": fc1[0], "registers": reg[1], "num_classes": head[0]}
+        raise ValueError(f"{prefix}reg_token, head.weight or blocks.0.mlp.fc1.weight of an unexpected rank")
+    return {"width": pe[0], "depth": depth, "patch": pe[2], "mlp": fc1[0], "registers": reg[1], "classes": head[0]}
 
 
-def expected_shapes(dim: int, depth: int, patch: int, hidden: int, registers: int, num_classes: int) -> dict[str, tuple]:
+def expected_shapes(width: int, depth: int, patch: int, mlp: int, registers: int, classes: int) -> dict[str, tuple]:
     """Every key of timm's state_dict for this architecture (non-persistent buffers excluded), with its shape."""
+    dim, hidden, num_classes = width, mlp, classes
     out = {"cls_token": (1, 1, dim), "reg_token": (1, registers, dim), "patch_embed.proj.weight": (dim, 3, patch, patch),
            "patch_embed.proj.bias": (dim,), "norm.weight": (dim,), "norm.bias": (dim,),
            "head.weight": (num_classes, dim), "head.bias": (num_classes,)}
@@ -150,16 +152,24 @@ def expected_shapes(dim: int, depth: int, patch: int, hidden: int, registers: in
     return out
 
 
-def from_state_dict(state: dict, heads: int, prefix: str = "") -> DinoV3Eva:
+def from_state_dict(state: dict, prefix: str = "", limits: dict | None = None) -> DinoV3Eva:
     """Build the network the tensors describe and load them strictly: every expected key present, no
-    key left over, every shape equal. Raises ValueError naming what does not fit."""
+    key left over, every shape equal. Raises ValueError naming what does not fit. `limits` (a registry
+    entry's network: width, depth, mlp at most; patch, classes, registers exactly) are checked on the
+    shapes alone, before anything is allocated."""
     sd = strip_prefix(state, prefix)
+    bad = [prefix + k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{bad[0][:60]} is not a tensor")
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
-    arch = architecture(shapes)
+    arch = architecture(shapes, prefix)
+    if limits:
+        check_limits(arch, limits)
     problems = mismatches(shapes, expected_shapes(**arch), prefix)
     if problems:
         raise ValueError("checkpoint does not match a DINOv3 ViT: " + "; ".join(problems))
-    model = DinoV3Eva(heads=heads, **arch)
+    model = DinoV3Eva(arch["width"], arch["depth"], arch["patch"], max(arch["width"] // HEAD_DIM, 1), arch["mlp"],
+                      arch["registers"], arch["classes"])
     # checkpoints may be stored in fp16 (DeepFaune 1.5 says so); the network computes in fp32
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     return model.eval()

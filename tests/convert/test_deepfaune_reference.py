@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 from patou.convert import eva  # noqa: E402
 from patou.models import registry  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "deepfaune"
+DATA = Path(__file__).parents[1] / "data" / "deepfaune"
 REF = json.loads((DATA / "reference.json").read_text())
 VERSIONS = REF["versions"]
 CLASSES = {"1.1": registry._DF_26, "1.2": registry._DF_30, "1.3": registry._DF_34, "1.4": registry._DF_38,
@@ -42,13 +44,13 @@ def torch_network(version: str, sd: dict):
     """patou's plain-torch network for a version's state_dict, sized for its crop."""
     r = VERSIONS[version]
     if r["backbone"].startswith("vit_large_patch16_dinov3"):
-        model = eva.from_state_dict(sd, heads=r["create_model"]["num_heads"], prefix="base_model.")
-        model.set_input_size(r["crop"])
+        model = eva.from_state_dict(sd, prefix="base_model.")
     else:
-        from patou.models import vit
+        from patou.convert import vit
 
         model = vit.from_state_dict(sd, prefix="base_model.")
-        model.resize_grid(r["crop"])
+    assert model.blocks[0].heads == r["create_model"]["num_heads"]  # what timm was told, read from 64-wide heads
+    model.set_input_size(r["crop"])
     return model
 
 
@@ -70,7 +72,7 @@ def test_the_dinov3_fixture_has_the_real_structure():
     """Narrow, but what makes DINOv3 DINOv3: 4 registers, no position embedding, LayerScale, patch 16."""
     sd = state_dict("1.5")
     arch = eva.architecture({k[len("base_model."):]: tuple(t.shape) for k, t in sd.items()})
-    assert arch["registers"] == 4 and arch["patch"] == 16 and arch["num_classes"] == 40
+    assert arch["registers"] == 4 and arch["patch"] == 16 and arch["classes"] == 40
     assert not any("pos_embed" in k for k in sd) and "base_model.blocks.0.gamma_1" in sd
     assert "base_model.blocks.0.attn.qkv.bias" not in sd and "base_model.blocks.0.attn.q_bias" not in sd
 
@@ -106,19 +108,19 @@ def test_every_parameter_matters():
 def test_eva_loads_strictly(kind):
     sd = dict(state_dict("1.5"))
     if kind == "unexpected":
-        sd["base_model.blocks.0.attn.q_bias"] = torch.zeros(64)
+        sd["base_model.blocks.0.attn.q_bias"] = torch.zeros(128)
         match = "unexpected keys base_model.blocks.0.attn.q_bias"
     elif kind == "missing":
         del sd["base_model.blocks.1.gamma_2"]
         match = "missing keys base_model.blocks.1.gamma_2"
     elif kind == "misshapen":
-        sd["base_model.blocks.0.mlp.fc2.bias"] = torch.zeros(65)
-        match = r"base_model.blocks.0.mlp.fc2.bias \(65,\) \(expected \(64,\)\)"
+        sd["base_model.blocks.0.mlp.fc2.bias"] = torch.zeros(129)
+        match = r"base_model.blocks.0.mlp.fc2.bias \(129,\) \(expected \(128,\)\)"
     else:  # a DINOv2 checkpoint is not a DINOv3 one
         sd = state_dict("1.4")
-        match = "missing reg_token"
+        match = "missing base_model.reg_token"
     with pytest.raises(ValueError, match=match):
-        eva.from_state_dict(sd, heads=4, prefix="base_model.")
+        eva.from_state_dict(sd, prefix="base_model.")
 
 
 def test_rope_needs_its_input_size():
@@ -143,7 +145,7 @@ def test_taxonomy_maps_every_class_of_every_version():
     from patou.models.card import ASSETS
 
     bundled = set(json.loads((ASSETS / "efficientnet_lite0_imagenet.json").read_text())["labels"])
-    tax = registry.read_taxonomy(registry.DEEPFAUNE_TAXONOMY)
+    tax = registry.read_class_table(registry.DEEPFAUNE_CLASSES)
     for classes in (registry._DF_26, registry._DF_30, registry._DF_34, registry._DF_38, registry._DF_40):
         assert set(classes) <= set(tax)
     assert {t.group for t in tax.values()} <= bundled  # coarse groups are the bundled model's labels

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 from patou.convert import checkpoint  # noqa: E402
 from patou.convert.unpickle import CheckpointError  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "data" / "deepfaune" / "tiny-v1.5.pt"
+FIXTURE = Path(__file__).parents[1] / "data" / "deepfaune" / "tiny-v1.5.pt"
 
 
 def _with_args(tmp_path: Path, args, name="ck.pt") -> Path:
@@ -28,7 +30,7 @@ def _with_args(tmp_path: Path, args, name="ck.pt") -> Path:
 def test_a_plain_checkpoint_is_read_by_torch():
     with checkpoint.read(FIXTURE) as ck:
         assert ck.reader.startswith("torch.load") and ck.refused == []
-        assert ck.args["num_classes"] == 40 and ck.shapes()["base_model.reg_token"] == (1, 4, 64)
+        assert ck.args["num_classes"] == 40 and ck.shapes()["base_model.reg_token"] == (1, 4, 128)
 
 
 def test_namespace_path_and_numpy_scalar_are_read_inertly(tmp_path):
