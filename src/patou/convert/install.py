@@ -121,7 +121,7 @@ def load_checkpoint(path: Path, entry: Entry, version: Version, log: Log = print
     try:
         with checkpoint.read(path, "--from") as ck:
             if ck.refused:
-                log(f"--from {path}: torch's safe loader refuses {', '.join(ck.refused[:6])} in its args: read "
+                log(f"--from {path}: torch's safe loader refuses {', '.join(ck.refused[:6])} in it: read "
                     "with patou's inert unpickler instead (values only; nothing from the file runs)")
             backbone, classes = ck.args.get("backbone"), ck.args.get("num_classes")
             if not (classes is None or type(classes) is int and classes == n):
