@@ -16,11 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .blur import people_boxes
+from . import __version__
 from .boxes import BoxSource, choose
 from .corrections import load_corrections
 from .decide import decide_event, decide_image
 from .events import group_events
 from .formats.megadetector import write_megadetector_json
+from .formats.taxa import load_table, table_of_card
 from .formats.tables import write_csv, write_xlsx
 from .media import MEDIA_EXTENSIONS, scan
 from .options import DETECTION_THRESHOLD, RunOptions
@@ -101,6 +104,7 @@ def run(
         if opts.target and opts.target not in analyser.classifier.labels:
             raise ValueError(f"--target {opts.target!r} is not a label of the model "
                              f"({', '.join(analyser.classifier.labels)})")
+        opts.thresholds.check(analyser.classifier.labels)
         lock = lock or folder.lock()
         folder.clean_stale_temps()
         for p in problems:
@@ -115,13 +119,13 @@ def run(
         ray_info = analyse(records, todo, checkpoint, analyser, opts, detection_threshold, log, progress)
         t_infer = time.perf_counter()
 
-        decide(records, time_sources, detection_threshold, opts, analyser.classifier.event_logit_scale)
+        decide(records, time_sources, detection_threshold, opts, boxes, analyser.classifier.event_logit_scale)
         write(records, folder, analyser, detection_threshold, opts, inputs)
         t_write = time.perf_counter()
 
         result = RunResult(records, folder.out, problems)
         if opts.sort:
-            result.counts["sort"] = sort(records, folder, opts, inputs, log)
+            result.counts["sort"] = sort(records, folder, opts, inputs, detection_threshold, log)
         result.counts.update(counts(records, todo))
         n_new = len(todo)
         result.timings = {
@@ -238,14 +242,19 @@ def analyse(records: list[ImageRecord], todo: list[ImageRecord], checkpoint: Che
 
 
 def decide(records: list[ImageRecord], time_sources: list[str], detection_threshold: float, opts: RunOptions,
-           logit_scale: float | None = None) -> None:
-    """Capture times, image verdicts, events and their verdicts (averaged as the classifier's card
-    says: `logit_scale`, see decide.py)."""
+           boxes: BoxSource | None = None, logit_scale: float | None = None) -> None:
+    """Capture times, image verdicts and counts, events and their verdicts and MaxN (averaged as the
+    classifier's card says: `logit_scale`, see decide.py); the labels the boxes came with (a
+    SpeciesNet file's), beside patou's."""
     assign_times(records, time_sources)
+    given = getattr(boxes, "labels", None) or {}
     for r in records:
-        decide_image(r, detection_threshold, opts.threshold, opts.target, logit_scale)
+        r.source_label, r.source_score = given.get(str(r.path), (None, None))
+    thresholds = opts.thresholds
+    for r in records:
+        decide_image(r, detection_threshold, thresholds, opts.target, logit_scale)
     for event in group_events(records, opts.event_gap):
-        decide_event(event, opts.threshold, opts.target, logit_scale)
+        decide_event(event, thresholds, opts.target, detection_threshold, logit_scale)
 
 
 def write(records: list[ImageRecord], folder: RunFolder, analyser: Analyser, detection_threshold: float,
@@ -256,22 +265,31 @@ def write(records: list[ImageRecord], folder: RunFolder, analyser: Analyser, det
     corrections = load_corrections(folder.out)
     write_csv(records, folder.predictions_csv, detection_threshold, opts.target, corrections)
     write_xlsx(records, folder.predictions_xlsx, detection_threshold, opts.target, corrections)
+    card = analyser.classifier.card
     write_megadetector_json(
         records,
         folder.megadetector,
         detector_card_summary=analyser.detector_summary(),
         classifier_labels=analyser.classifier.labels,
-        classifier_name=analyser.classifier.card.name,
+        classifier_name=f"{card.name} v{card.version} (patou {__version__})",
         roots=sorted({r.root for r in records}, key=str) or inputs,
         typical_detection_threshold=detection_threshold,
+        classifier_metadata={"classifier": card.name, "classifier_version": str(card.version),
+                             "software": f"patou {__version__}",
+                             "typical_classification_threshold": opts.thresholds.default,
+                             **({"class_thresholds": opts.thresholds.per_class} if opts.thresholds.per_class else {})},
+        taxa=load_table(table_of_card(card)),  # the same taxa the Camtrap DP export gives
     )
     folder.write_records(records)
 
 
-def sort(records: list[ImageRecord], folder: RunFolder, opts: RunOptions, inputs: list[Path], log: Log) -> dict:
+def sort(records: list[ImageRecord], folder: RunFolder, opts: RunOptions, inputs: list[Path],
+         detection_threshold: float, log: Log) -> dict:
     """Copy, move or link each file into SORT_DIR/<event label>/, from a plan saved first (a
-    killed sort is finished by the next run); only what the scan found under the inputs."""
-    plan = plan_sort(records, Path(opts.sort_dir), roots=inputs)
+    killed sort is finished by the next run); only what the scan found under the inputs. With
+    --blur-humans, the copies of photos with people have them blurred."""
+    blur = people_boxes(records, load_corrections(folder.out), detection_threshold) if opts.blur_humans else None
+    plan = plan_sort(records, Path(opts.sort_dir), roots=inputs, blur=blur)
     if not opts.dry_run:
         save_plan(plan, opts.sort, folder.sort_plan)
     report = sort_files(plan, opts.sort, dry_run=opts.dry_run, log=log)

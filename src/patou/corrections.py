@@ -2,7 +2,7 @@
 
 `RESULTS_DIR/corrections.json` maps each corrected image, keyed by its input root and its path
 under that root (the `root` and `file` columns of predictions.csv), to the label a person gave
-it, who and when. Writers (the review app, scripts) go through `save_corrections`, which
+it, how many animals they counted (when they did), who and when. Writers (the review app, scripts) go through `save_corrections`, which
 merges under a lock and replaces the file atomically, so two writers at once never lose or
 tear an entry; readers (tables, Camtrap DP, `patou train --labels`) use `load_corrections`.
 """
@@ -38,25 +38,46 @@ def _read(results_dir: Path) -> dict:
     return data.get("images", {})
 
 
+MAX_COUNT = 10_000  # animals a person may say one photo shows
+
+
 def load_corrections(results_dir: str | Path) -> dict[tuple[str, str], dict]:
-    """{(root, file): {"label", "verified_by", "verified_at"}} for every corrected image."""
+    """{(root, file): {"label", "count" (when given), "verified_by", "verified_at"}} for every corrected image."""
     return {tuple(k.split("|", 1)): v for k, v in _read(Path(results_dir)).items()}
 
 
-def save_corrections(results_dir: str | Path, items: Iterable[tuple[str | Path, str, str | None]],
-                     verified_by: str = "") -> int:
-    """Record (root, file, label) corrections; label None withdraws one. Returns how many changed."""
+def check_count(count) -> int | None:
+    """A person's count: None (not counted) or a whole number from 0 to MAX_COUNT."""
+    if count is None or count == "":
+        return None
+    if isinstance(count, int) and not isinstance(count, bool):
+        n = count
+    elif isinstance(count, str) and count.strip().isascii() and count.strip().isdigit():
+        n = int(count)
+    else:
+        n = -1
+    if not 0 <= n <= MAX_COUNT:
+        raise ValueError(f"count {str(count)[:20]!r}: a whole number of animals from 0 to {MAX_COUNT}")
+    return n
+
+
+def save_corrections(results_dir: str | Path, items: Iterable[tuple], verified_by: str = "") -> int:
+    """Record (root, file, label) or (root, file, label, count) corrections; label None withdraws
+    one. Returns how many changed."""
     results_dir = Path(results_dir)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    items = [(root, file, label, check_count(rest[0] if rest else None)) for root, file, label, *rest in items]
     with RunFolder(results_dir).writers_lock():
         images = _read(results_dir)
         changed = 0
-        for root, file, label in items:
+        for root, file, label, count in items:
             k = _key(root, file)
             if label is None:
                 changed += images.pop(k, None) is not None
             else:
                 images[k] = {"label": label, "verified_by": verified_by, "verified_at": now}
+                if count is not None:
+                    images[k]["count"] = count
                 changed += 1
         with atomic_output(RunFolder(results_dir).corrections) as tmp:
             tmp.write_text(json.dumps({"version": VERSION, "images": images}, indent=1, sort_keys=True) + "\n",

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from patou.options import DETECTION_THRESHOLD, EVENT_GAP, THRESHOLD
+from patou.options import DETECTION_THRESHOLD, EVENT_GAP, THRESHOLD, Thresholds
 
 REPORT_FILES = ("metrics.json", "report.md", "confusion_matrix.png", "pr_curve.png")
 
@@ -374,7 +374,7 @@ def evaluate_model(
     merge: str | Path | None = None,
     level: str = "both",
     target: str | None = None,
-    threshold: float = THRESHOLD,
+    threshold: float | str = THRESHOLD,
     want_recall: float = 0.95,
     detection_threshold: float = DETECTION_THRESHOLD,
     event_gap: float = EVENT_GAP,
@@ -390,6 +390,7 @@ def evaluate_model(
     the card's own event rule: decide.py).
     The run's own outputs land in REPORT_DIR/run/."""
     from patou.api import run as patou_run
+    from patou.formats.taxa import table_of_card
     from patou.models.card import ModelCard
     from patou.decide import mean_scores
     from patou.models.classifier import DEFAULT_CARD, event_logit_scale
@@ -404,23 +405,26 @@ def evaluate_model(
         raise ValueError(f"--groups: the model {card.name} has no groups in its card (extra.groups)")
     model_labels = list(dict.fromkeys(group_of.get(k, k) for k in card.labels))
     fold = model_labels if OTHER in model_labels else None  # labels the model lacks count as `other`
-    images, problems = collect(Path(data), labels_csv and Path(labels_csv), parse_merge(merge), fold)
+    # with --groups a fine truth label counts as its group (roe_deer -> deer), unless --merge says otherwise
+    images, problems = collect(Path(data), labels_csv and Path(labels_csv), {**group_of, **parse_merge(merge)}, fold,
+                               taxonomy=table_of_card(card))
     for p in problems:
         log(f"warning: {p}")
     if not images:
-        raise ValueError(f"{data}: no labelled images found (leaf folder name = label, or --labels CSV)")
+        raise ValueError(f"{data}: no labelled images found (leaf folder name = label, or --labels FILE)")
     labels = model_labels + ([EMPTY] if EMPTY not in model_labels else [])
     unknown = sorted({i.label for i in images} - set(labels))
     if unknown:
         raise ValueError(f"labels the model does not know: {', '.join(unknown)} (merge them with --merge, "
                          f"e.g. \"{unknown[0]}={model_labels[0]}\"; the model knows {', '.join(model_labels)})")
     target = target or ("bear" if "bear" in model_labels else None)
+    thresholds = Thresholds.of_value(threshold)  # per class: the run decides with it, the target is scored at its own
     if target is not None and target not in labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(model_labels)})")
     truth = {i.path.absolute(): i.label for i in images}
-    inputs = [Path(data)] if labels_csv is None else sorted(truth)
-    result = patou_run(inputs, out / "run", model=model, detection_threshold=detection_threshold,
-                       threshold=threshold, event_gap=event_gap, fast=fast, threads=threads, log=log)
+    # DATA is analysed whole, as `patou run DATA` would (an event needs all its photos), labelled or not
+    result = patou_run([Path(data)], out / "run", model=model, detection_threshold=detection_threshold,
+                       threshold=thresholds.value(), event_gap=event_gap, fast=fast, threads=threads, log=log)
 
     def proba(r, scores: dict | None = None) -> np.ndarray:
         v = np.zeros(len(labels))
@@ -437,8 +441,7 @@ def evaluate_model(
         y = truth.get(r.path.absolute())
         if y is None or r.failure:
             continue
-        rows.append((r.path.relative_to(Path(data).absolute()).as_posix() if labels_csv is None else str(r.path),
-                     r.event_id, y, proba(r)))
+        rows.append((r.path.relative_to(Path(data).absolute()).as_posix(), r.event_id, y, proba(r)))
         events.setdefault(r.event_id, []).append((y, r))
     event_rows = []
     scale = event_logit_scale(card)  # the card's event rule, as the run decided its events
@@ -449,7 +452,7 @@ def evaluate_model(
     skipped = len(images) - len(rows)
     if skipped:
         log(f"warning: {skipped} labelled images could not be read or were not found, left out")
-    report = evaluate_predictions(rows, out, labels, target, threshold, want_recall, event_rows=event_rows,
+    report = evaluate_predictions(rows, out, labels, target, thresholds.of(target), want_recall, event_rows=event_rows,
                                   level=level)
     report["labels"] = labels
     return report

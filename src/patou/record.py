@@ -59,16 +59,21 @@ class ImageRecord:
     score: float | None = None
     scores: dict[str, float] | None = None
     target_score: float | None = None
+    count: int | None = None  # boxes of the label at or above its threshold (decide.count_boxes)
     # event verdict (events.py + decide.py)
     event_id: str | None = None
     event_label: str | None = None
     event_score: float | None = None
     event_target_score: float | None = None
+    event_count: int | None = None  # MaxN: the most boxes of the event's label in one of its photos
     # videos only (video.py): frames per second and the frame numbers analysed
     frame_rate: float | None = None
     frames_processed: list[int] | None = None
     # where `timestamp` came from: exif | filename | mtime (see timestamps.py); None = no time
     timestamp_source: str | None = None
+    # what the box source's own classifier said (a SpeciesNet file's label and score), for comparison
+    source_label: str | None = None
+    source_score: float | None = None
 
     @property
     def rel(self) -> str:
@@ -87,7 +92,9 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> "ImageRecord":
-        d = dict(d)
+        """Back from `to_json`; fields a later patou added are ignored, fields an earlier one
+        lacked keep their defaults."""
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         d["path"] = Path(d["path"])
         d["root"] = Path(d["root"])
         d["timestamp"] = datetime.fromisoformat(d["timestamp"]) if d.get("timestamp") else None

@@ -35,7 +35,8 @@ except ImportError:  # Windows: no flock; runs are then not guarded against each
     fcntl = None
 
 RECORDS = "records.jsonl"
-RESULTS_VERSION = 1  # bump when records.jsonl or run.json change incompatibly
+RESULTS_VERSION = 2  # bump when records.jsonl or run.json change incompatibly (2: counts)
+READS = (1, 2)  # the formats this patou reads: a format-1 folder gets its counts on loading
 # the temp names patou.atomic gives (".<name>.<8 hex>.tmp"): nobody else's files
 _ATOMIC_TMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 _writers_in_process = threading.Lock()
@@ -149,10 +150,11 @@ class RunFolder:
         except (ValueError, RecursionError) as e:
             raise ValueError(f"{info_path}: unreadable ({e})") from None
         version = info.get("results_version")
-        if version != RESULTS_VERSION or not rec_path.is_file():
+        if version not in READS or not rec_path.is_file():
             raise ValueError(
                 f"{out}: written by patou {info.get('patou_version', '?')} (results format {version}); "
-                f"this patou {__version__} reads format {RESULTS_VERSION}: run `patou run` again on the photos")
+                f"this patou {__version__} reads formats {', '.join(map(str, READS))}: run `patou run` again on "
+                "the photos")
         return info
 
     def load(self) -> "Run":
@@ -165,6 +167,8 @@ class RunFolder:
                     records.append(ImageRecord.from_json(json.loads(line)))
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                     raise ValueError(f"{rec_path}: line {n} unreadable ({str(e)[:200]})") from None
+        if info.get("results_version") == 1:  # before counts: made now from the boxes, as a run makes them
+            count_old_records(records, info.get("options") or {})
         return Run(self.out, records, info)
 
 
@@ -191,6 +195,23 @@ class Run:
         if given and all(p.is_absolute() for p in given):
             return given
         return sorted({r.root for r in self.records}, key=str)
+
+
+def count_old_records(records: list[ImageRecord], options: dict) -> None:
+    """`count` and `event_count` for records a format-1 run wrote, from their boxes and the run's thresholds."""
+    from .decide import count_boxes, event_count
+    from .options import Thresholds
+
+    det_t, thr = float(options.get("detection_threshold") or 0.2), Thresholds.from_options(options)
+    events: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        r.count = count_boxes(r, r.label, det_t, thr)
+        if r.event_id is not None:
+            events.setdefault(r.event_id, []).append(r)
+    for event in events.values():
+        n = event_count(event, event[0].event_label, det_t, thr)
+        for r in event:
+            r.event_count = n
 
 
 def write_records(records: list[ImageRecord], out: str | Path) -> Path:

@@ -3,7 +3,9 @@
 Every placement is no-clobber (hard link or symlink creation fails if the name exists; os.rename
 would silently replace it on POSIX). A move removes the source only once the destination is
 durable and identical, so a crash at any point leaves each file in one place or both, never none,
-and a re-run finishes the job.
+and a re-run finishes the job. A copy may blur people first (`plan.blur`, blur.py): such a file is
+written blurred to its temp name, then placed like any copy; one that cannot be blurred is not
+copied at all.
 """
 from __future__ import annotations
 
@@ -35,11 +37,13 @@ class SortPlan(list):
     """A list of (src, dst) that remembers its sort_dir, so sort_files can keep writes inside it,
     and the input roots, so it only ever takes files from under them (`refused`: the others)."""
 
-    def __init__(self, items=(), sort_dir: Path | None = None, roots=None):
+    def __init__(self, items=(), sort_dir: Path | None = None, roots=None, blur: dict | None = None):
         super().__init__(items)
         self.sort_dir = sort_dir
         self.roots = None if roots is None else [Path(os.path.abspath(r)) for r in roots]
         self.refused: list[str] = []
+        # source (absolute path) -> the boxes to blur in its copy (normalised x, y, w, h)
+        self.blur: dict[str, list] = {os.path.abspath(k): [list(b) for b in v] for k, v in (blur or {}).items()}
 
 
 def under_root(path: str | Path, root: str | Path) -> bool:
@@ -97,14 +101,16 @@ def _entry(p: Path) -> Path:
     return Path(os.path.realpath(p.parent)) / p.name
 
 
-def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path, roots: Iterable[str | Path] | None = None) -> SortPlan:
+def plan_sort(records: Iterable[ImageRecord], sort_dir: str | Path, roots: Iterable[str | Path] | None = None,
+              blur: dict | None = None) -> SortPlan:
     """(src, dst) per record; files already inside sort_dir (sorted by an earlier run) are left out.
 
     Only media files under their record's root, and under one of `roots` (the inputs that were
-    scanned) when given, are planned; any other record is in `plan.refused` and never touched."""
+    scanned) when given, are planned; any other record is in `plan.refused` and never touched.
+    `blur`: {source path: boxes} whose copies are blurred there (copy only)."""
     sort_dir = Path(sort_dir)
     inside = Path(os.path.realpath(sort_dir))
-    plan = SortPlan(sort_dir=sort_dir, roots=roots)
+    plan = SortPlan(sort_dir=sort_dir, roots=roots, blur=blur)
     for r in in_output_order(records):
         src = Path(r.path)
         why = _outside(src, [r.root]) or _outside(src, plan.roots)
@@ -125,6 +131,9 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
     if mode not in MODES:
         raise ValueError(f"sort mode must be one of {', '.join(MODES)}, not {mode!r}")
     sort_dir = sort_dir if sort_dir is not None else getattr(plan, "sort_dir", None)
+    blur = getattr(plan, "blur", None) or {}
+    if blur and mode != "copy":  # a moved or linked file is the original: nobody in it can be hidden
+        raise ValueError(f"blurring people needs a copy, not a {mode}")
     rep = SortReport(mode, dry_run)
     roots = getattr(plan, "roots", None)
     for msg in getattr(plan, "refused", ()):
@@ -153,7 +162,8 @@ def sort_files(plan: Iterable[tuple[Path, Path]], mode: str, dry_run: bool = Fal
                 _check_confined(dst, Path(sort_dir))
             dst.parent.mkdir(parents=True, exist_ok=True)
             _clean_partials(dst, listed)
-            outcome = {"copy": _copy, "move": _move, "link": _link}[mode](src, dst)
+            boxes = blur.get(os.path.abspath(src))
+            outcome = _copy_blurred(src, dst, boxes) if boxes else {"copy": _copy, "move": _move, "link": _link}[mode](src, dst)
             setattr(rep, outcome, getattr(rep, outcome) + 1)
         except _Clash as e:
             rep.clashes += 1
@@ -181,7 +191,7 @@ def save_plan(plan: SortPlan, mode: str, path: Path) -> None:
     """Write the plan before carrying it out, so a rerun after a kill can finish it unchanged."""
     absolute = os.path.abspath  # a rerun may start from another working folder
     data = {"mode": mode, "sort_dir": absolute(plan.sort_dir),
-            "items": [[absolute(s), absolute(d)] for s, d in plan]}
+            "items": [[absolute(s), absolute(d)] for s, d in plan], "blur": getattr(plan, "blur", None) or {}}
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
 
@@ -191,7 +201,11 @@ def load_plan(path: Path, roots: Iterable[str | Path]) -> tuple[str, SortPlan]:
     inputs: the file itself is not trusted to say where sources may be)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        plan = SortPlan([(Path(s), Path(d)) for s, d in data["items"]], sort_dir=Path(data["sort_dir"]), roots=roots)
+        blur = data.get("blur") or {}
+        if not all(isinstance(k, str) and isinstance(v, list) and all(_is_box(b) for b in v) for k, v in blur.items()):
+            raise ValueError("'blur' is not {file: [[x, y, w, h], ...]}")
+        plan = SortPlan([(Path(s), Path(d)) for s, d in data["items"]], sort_dir=Path(data["sort_dir"]), roots=roots,
+                        blur=blur)
         mode = data["mode"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ValueError(f"{path}: unreadable sort plan of a killed run ({type(e).__name__}: {str(e)[:100]}); "
@@ -199,6 +213,11 @@ def load_plan(path: Path, roots: Iterable[str | Path]) -> tuple[str, SortPlan]:
     if mode not in MODES:
         raise ValueError(f"{path}: sort plan with mode {str(mode)[:20]!r}; delete it to start afresh")
     return mode, plan
+
+
+def _is_box(b) -> bool:
+    return isinstance(b, list) and len(b) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in b)
 
 
 def _problem(rep: SortReport, log: Callable[[str], None], msg: str) -> None:
@@ -299,6 +318,38 @@ def _copy(src: Path, dst: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return "done"
+
+
+def _copy_blurred(src: Path, dst: Path, boxes: list) -> str:
+    """A copy with people blurred (blur.py), or no copy at all: a file that cannot be blurred
+    safely is an error, never a plain copy. Blurring is deterministic, so a re-run finds its own
+    earlier copy identical and skips it."""
+    from patou.blur import BlurError, write_blurred
+
+    tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.patou-part"
+    try:
+        try:
+            write_blurred(src, tmp, boxes)
+        except BlurError as e:
+            raise OSError(errno.EINVAL, f"not copied: the people in it cannot be blurred ({e})") from None
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        shutil.copystat(src, tmp)
+        if os.path.lexists(dst):
+            return _existing_blurred(tmp, dst)
+        try:
+            _place(tmp, dst)
+        except FileExistsError:
+            return _existing_blurred(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return "done"
+
+
+def _existing_blurred(tmp: Path, dst: Path) -> str:
+    if dst.is_symlink() or not dst.is_file() or not _same_content(tmp, dst):
+        raise _Clash("a different file is already there")
+    return "skipped"
 
 
 def _move(src: Path, dst: Path) -> str:

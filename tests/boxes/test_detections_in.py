@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from patou.media import scan
 from patou.timestamps import filename_time, parse_time_source
 
 from heron import HERON, heron_boxes
+from megadetector_check import megadetector_report
 
 
 def md_file(path: Path, images: list[dict], **info) -> Path:
@@ -65,24 +63,9 @@ def test_md_boxes_make_every_heron_frame_non_empty_and_survive(real, heron_run):
 
 
 def test_megadetector_own_validator_accepts_the_output(real, heron_run):
-    """megadetector-utils' validate_batch_results, in a child process: importing megadetector sets
-    PIL's ImageFile.LOAD_TRUNCATED_IMAGES = True for the whole process (visualization_utils), which
-    would make later tests' truncated files decode."""
-    if importlib.util.find_spec("megadetector") is None:
-        pytest.skip("megadetector-utils not installed (it is in the dev extra)")
+    """megadetector-utils' validate_batch_results (tests/megadetector_check.py)."""
     result, _ = heron_run
-    code = (
-        "import json, sys\n"
-        "from megadetector.postprocessing.validate_batch_results import ValidateBatchResultsOptions, validate_batch_results\n"
-        "o = ValidateBatchResultsOptions()\n"
-        "o.check_image_existence = True  # and every `file` resolves under the input folder\n"
-        "o.relative_path_base = sys.argv[2]\n"
-        "print(json.dumps(validate_batch_results(sys.argv[1], o)['validation_results']))\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code, str(result.out / "megadetector.json"), str(real / HERON / "media")],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    report = json.loads(p.stdout.strip().splitlines()[-1])
+    report = megadetector_report(result.out / "megadetector.json", real / HERON / "media")
     assert report["errors"] == [] and report["warnings"] == [], report
 
 

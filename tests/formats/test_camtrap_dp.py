@@ -332,3 +332,44 @@ def test_shipped_schemas_equal_the_official_ones_field_by_field(tmp_path):
                 assert ours["missingValues"] == theirs["missingValues"]
     # the profile patou ships is the official 1.0 file, byte for byte
     assert (SCHEMA_DIR / "camtrap-dp-profile.json").read_bytes() == (OFFICIAL / "1.0" / "camtrap-dp-profile.json").read_bytes()
+
+
+def test_counts_are_the_runs_maxn_or_a_persons_count_and_people_are_blurred(real, run_dir, deployments, tmp_path):
+    """Event observations carry the run's MaxN (event_count); a reviewer's own count wins; with
+    --media copy --blur-humans the photo of a person is blurred in the package, not in the input."""
+    pytest.importorskip("jpeglib")
+    import numpy as np
+
+    results = tmp_path / "results"
+    shutil.copytree(run_dir, results)
+    run = load_run(results)
+    person = next(r for r in run.records if r.rel == HUMAN)
+    save_corrections(results, [(person.root, HUMAN, "human", 2)], verified_by="Ana Ruiz")
+    before = person.path.read_bytes()
+    out = tmp_path / "pkg"
+    with pytest.raises(ValueError, match="--blur-humans works with --media copy only"):
+        export_camtrap_dp(results, out, deployments, **OPTIONS, blur_humans=True, log=lambda m: None)
+    result = export(results, out, deployments, **{**OPTIONS, "media": "copy"}, blur_humans=True, log=lambda m: None)
+    assert result.valid, result.problems
+    rows = _read(out / "observations.csv")
+    maxn = {r.event_id: r.event_count for r in run.records if r.event_id}
+    machine = [o for o in rows if o["observationLevel"] == "event" and o["classificationMethod"] == "machine"]
+    animals = [o for o in machine if o["observationType"] == "animal"]
+    assert animals and all(int(o["count"]) == maxn[o["eventID"]] >= 1 for o in animals)
+    human = next(o for o in rows if o["observationLevel"] == "event" and o["eventID"] == person.event_id)
+    assert (human["observationType"], human["count"], human["classificationMethod"]) == ("human", "2", "human")
+    # the copy in the package is blurred inside the person's box, the original untouched
+    assert person.path.read_bytes() == before
+    copy = next((out / "media").rglob(person.path.name))
+    a = np.asarray(Image.open(person.path).convert("L"), dtype=np.int16)
+    b = np.asarray(Image.open(copy).convert("L"), dtype=np.int16)
+    x, y, w, h = max((d for d in person.detections if d.conf >= 0.2), key=lambda d: d.conf).bbox
+    H, W = a.shape
+    inside = (slice(int(y * H) + 8, int((y + h) * H) - 8), slice(int(x * W) + 8, int((x + w) * W) - 8))
+    assert np.abs(a[inside] - b[inside]).mean() > 5  # changed
+    outside = np.ones_like(a, bool)
+    outside[max(0, int(y * H) - 200):int((y + h) * H) + 200, max(0, int(x * W) - 200):int((x + w) * W) + 200] = False
+    assert np.array_equal(a[outside], b[outside])
+    others = [p for p in (out / "media").rglob("*.jpg") if p.name != person.path.name]
+    assert others and all(p.read_bytes() == next(r.path for r in run.records if r.path.name == p.name).read_bytes()
+                          for p in others)

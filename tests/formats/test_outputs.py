@@ -27,18 +27,18 @@ CARD = {"name": "mdv5a", "file": "md_v5a.0.0.onnx", "version": "5a",
 
 def make_records(a: Path, b: Path) -> list[ImageRecord]:
     """Two roots, three sites, three events, an empty, an undefined, a failure, several boxes."""
-    ev1 = dict(event_id="site1-0001", event_label="red_fox", event_score=0.75, event_target_score=0.7)
+    ev1 = dict(event_id="site1-0001", event_label="red_fox", event_score=0.75, event_target_score=0.7, event_count=1)
     return [
         # given out of order on purpose: outputs sort by root, then rel
         ImageRecord(b / "cam/bad.jpg", b, site="cam", failure="cannot identify image file"),
         ImageRecord(a / "site1/IMG_0002.JPG", a, site="site1", timestamp=datetime(2024, 5, 1, 6, 0, 5),
-                    width=1920, height=1080, label=EMPTY, score=0.97, target_score=0.0, **ev1),
+                    width=1920, height=1080, label=EMPTY, score=0.97, target_score=0.0, count=0, **ev1),
         ImageRecord(a / "site1/IMG_0001.JPG", a, site="site1", timestamp=datetime(2024, 5, 1, 6, 0, 0),
                     width=1920, height=1080,
                     detections=[Detection((0.1, 0.2, 0.3, 0.4), 0.91, scores={"red_fox": 0.8, "badger": 0.15,
                                                                                "roe_deer": 0.005}),
                                 Detection((0.5, 0.5, 0.1, 0.1), 0.12, scores={"badger": 0.6, "red_fox": 0.4})],
-                    label="red_fox", score=0.8123456, target_score=0.81234, **ev1),
+                    label="red_fox", score=0.8123456, target_score=0.81234, count=1, **ev1),
         ImageRecord(a / "site2/IMG_0003.JPG", a, site="site2", timestamp=datetime(2024, 5, 2, 22, 0, 0),
                     width=1920, height=1080,
                     detections=[Detection((0.2, 0.2, 0.2, 0.2), 0.3, scores={"red_fox": 0.34, "badger": 0.33,
@@ -48,8 +48,8 @@ def make_records(a: Path, b: Path) -> list[ImageRecord]:
         ImageRecord(b / "cam/IMG_9.JPG", b, site="cam", width=640, height=480,
                     # box slightly past the right/bottom edges: the MD writer must clip it
                     detections=[Detection((0.9, 0.5, 0.2, 0.6), 0.55, scores={"roe_deer": 0.9, "red_fox": 0.1})],
-                    label="roe_deer", score=0.9, target_score=0.1, event_id="cam-0001",
-                    event_label="roe_deer", event_score=0.88, event_target_score=0.1),
+                    label="roe_deer", score=0.9, target_score=0.1, event_id="cam-0001", count=1,
+                    event_label="roe_deer", event_score=0.88, event_target_score=0.1, event_count=1),
     ]
 
 
@@ -82,6 +82,7 @@ def test_csv_columns_and_values(records, tmp_path):
     assert fox["score"] == "0.8123" and fox["timestamp"] == "2024-05-01T06:00:00"
     assert fox["event_id"] == "site1-0001" and fox["event_label"] == "red_fox" and fox["event_score"] == "0.75"
     assert fox["width"] == "1920" and fox["failure"] == ""
+    assert (fox["count"], fox["event_count"], empty["count"], undef["count"]) == ("1", "1", "0", "")
     assert empty["label"] == EMPTY and empty["detections"] == "0" and empty["max_detection_conf"] == ""
     assert undef["label"] == UNDEFINED and undef["site"] == "site2"
     assert deer["timestamp"] == "" and deer["event_id"] == "cam-0001"
@@ -135,16 +136,17 @@ def test_xlsx_sheets(records, tmp_path):
 
     ev = _sheet_rows(wb["events"])
     assert ev[0] == ["event_id", "site", "first_timestamp", "last_timestamp", "n_images", "n_nonempty",
-                     "event_label", "event_score", "event_target_score", "files"]
+                     "event_label", "event_score", "event_count", "event_target_score", "files"]
     by_id = {r[0]: r for r in ev[1:]}
     assert set(by_id) == {"site1-0001", "site2-0001", "cam-0001"}
     e1 = by_id["site1-0001"]
     assert e1[1:8] == ["site1", "2024-05-01T06:00:00", "2024-05-01T06:00:05", 2, 1, "red_fox", 0.75]
-    assert e1[8] == 0.7 and e1[9] == "site1/IMG_0001.JPG, site1/IMG_0002.JPG"
+    assert e1[8] == 1 and e1[9] == 0.7 and e1[10] == "site1/IMG_0001.JPG, site1/IMG_0002.JPG"
     assert [r[0] for r in ev[1:]] == ["site1-0001", "site2-0001", "cam-0001"]  # by time, untimed last
 
     counts = {r[0]: r[1:] for r in _sheet_rows(wb["counts"])[1:]}
-    assert counts == {"red_fox": [1, 1], EMPTY: [1, 0], UNDEFINED: [1, 1], "roe_deer": [1, 1]}
+    # images, events, animals (the sum of the events' MaxN)
+    assert counts == {"red_fox": [1, 1, 1], EMPTY: [1, 0, 0], UNDEFINED: [1, 1, 0], "roe_deer": [1, 1, 1]}
     assert wb["counts"]["A1"].font.b
 
 

@@ -19,7 +19,7 @@ FLOORS = [
     {"record", "digest", "atomic", "options"},  # records, defaults, bytes on disk
     {"media", "video", "timestamps", "events", "decide"},  # pure steps on records
     {"models"},  # ONNX inference
-    {"formats", "boxes", "results", "sort", "corrections"},  # files in and out, box sources
+    {"formats", "boxes", "results", "sort", "corrections", "blur"},  # files in and out, box sources
     {"pipeline", "ray_engine", "convert"},  # the analysis; torch -> ONNX conversion
     {"api", "train", "guard", "report"},  # the jobs
     {"evaluate", "reid"},  # jobs built on jobs

@@ -108,7 +108,9 @@ def test_collect_csv(real, tmp_path, thumbs):
     csv.write_text(f"path,label\nimgs/a.jpg,Ours brun\n{Path(b).absolute()},\nimgs/missing.jpg,bear\n")
     images, problems = collect(tmp_path, labels_csv=csv)
     assert [(i.path.name, i.label, i.site) for i in images] == [("b.jpg", "empty", "."), ("a.jpg", "ours_brun", "imgs")]
-    assert len(problems) == 1 and "missing.jpg" in problems[0] and "line 4" in problems[0]
+    # one line per kind of problem: the row naming no photo, and the name the taxon table lacks
+    assert len(problems) == 2 and "missing.jpg" in problems[0] and "line 4" in problems[0]
+    assert "not in the taxon table" in problems[1] and "Ours brun (1)" in problems[1]
 
     csv.write_text("imgs/a.jpg,bear\n")
     with pytest.raises(ValueError, match="header"):

@@ -235,6 +235,34 @@ def test_correct_image_updates_tables_not_megadetector(served):
     assert csv_rows(out / "predictions.csv")["siteB/4383.jpg"]["verified_label"] == ""
 
 
+def test_a_count_is_corrected_with_the_label(served):
+    """The number of animals is editable with the label: corrections.json, predictions.csv's
+    verified_count and the card keep it; a bad count is refused and changes nothing."""
+    c, rid, out = served["client"], served["rid"], served["out"]
+    bear = next(i for i in images(served) if i["file"] == "siteA/9455.jpg")  # a sow and two cubs
+    assert bear["count"] is not None and bear["event_count"] is not None  # the machine's count, shown
+    before = (out / "corrections.json").read_bytes() if (out / "corrections.json").exists() else None
+    for bad in (-1, "two", 1.5, 10**6):
+        r = c.post(f"/api/runs/{rid}/corrections",
+                   json={"items": [{"root": bear["root"], "file": bear["file"], "label": "bear", "count": bad}]})
+        assert r.status_code == 422 and "count" in r.text, (bad, r.text)
+    assert ((out / "corrections.json").read_bytes() if (out / "corrections.json").exists() else None) == before
+    r = c.post(f"/api/runs/{rid}/corrections",
+               json={"items": [{"root": bear["root"], "file": bear["file"], "label": "bear", "count": 3}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["images"][0]["count"] == 3
+    saved = json.loads((out / "corrections.json").read_text())["images"]
+    assert saved[f"{bear['root']}|{bear['file']}"]["count"] == 3
+    row = csv_rows(out / "predictions.csv")["siteA/9455.jpg"]
+    assert (row["verified_label"], row["verified_count"]) == ("bear", "3") and row["count"] == str(bear["count"])
+    assert "×3" in c.get(f"/runs/{rid}", params={"label": "bear"}).text
+    # a label without a count: the person's count is gone, the machine's shows while the label is its own
+    r = c.post(f"/api/runs/{rid}/corrections",
+               json={"items": [{"root": bear["root"], "file": bear["file"], "label": "bear"}]})
+    assert r.json()["images"][0]["count"] == (bear["count"] if bear["machine_label"] == "bear" else None)
+    c.post(f"/api/runs/{rid}/corrections", json={"items": [{"root": bear["root"], "file": bear["file"], "label": None}]})
+
+
 def test_correct_whole_event(served):
     c, rid, out = served["client"], served["rid"], served["out"]
     burst = images(served, site="siteC")

@@ -10,13 +10,16 @@ Only the scanned files are ever looked up: an entry is a name, never a path open
 from __future__ import annotations
 
 import itertools
-import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..decide import DIRECT_LABELS
-from ..formats.megadetector import EXAMPLES, clean_entry, clean_info, md_entries, read_md_file
+from ..formats import speciesnet
+from ..formats.jsonfile import read_json
+from ..formats.megadetector import EXAMPLES, check_md_frame, clean_entry, clean_info, md_entries
+from ..formats.paths import Ambiguous, match_entries
+from ..formats.speciesnet import is_speciesnet
 from ..record import Detection, ImageRecord
 from ..video import is_video
 from .source import BoxSource
@@ -35,6 +38,7 @@ class MdFileBoxes(BoxSource):
     categories: dict[str, str] = field(default_factory=dict)  # MD category id -> name
     by_path: dict[str, list[dict]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    labels: dict[str, tuple] = field(default_factory=dict)  # input path -> (SpeciesNet's label, its score)
 
     @property
     def key(self) -> str:
@@ -74,7 +78,8 @@ class MdFileBoxes(BoxSource):
 
     def run_info(self) -> dict:
         return {"source": self.source, "sha256_16": self.digest, "detector": self.info.get("detector"),
-                "format_version": self.info.get("format_version"), "files_listed_and_found": len(self.by_path)}
+                "format": self.info.get("format", "megadetector"), "format_version": self.info.get("format_version"),
+                "files_listed_and_found": len(self.by_path)}
 
 
 def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, list[str]]:
@@ -86,55 +91,37 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, li
     never is opened. An input the file lists as a failure gets that failure. Raises ValueError
     for a file that cannot be trusted at all or an ambiguous match.
     """
-    data, digest = read_md_file(path)
+    data, digest = read_json(path, "--detections")
+    labels, sn_lines, sn = {}, [], is_speciesnet(data)
+    if sn:  # SpeciesNet's own file: the same boxes, its labels kept beside patou's
+        preds, sn_info, sn_problems = speciesnet.from_data(data, f"warning: --detections {path}")
+        data = speciesnet.as_megadetector(preds, sn_info)
+        labels = {f: (p.label, p.score) for f, p in preds.items() if p.label is not None}
+        sn_lines = sn_problems.lines()
+    else:
+        check_md_frame(data, path)
     cats = {str(k): v.strip().lower() for k, v in data["detection_categories"].items()}
     entries, problems = md_entries(data, str(path))
-    by_name: dict[str, list[str]] = {}  # file name -> entries, built only if a path does not match as it is
-
-    def same_name(name: str) -> list[str]:
-        if not by_name and entries:
-            index = defaultdict(list)
-            for f in entries:
-                index[f.rsplit("/", 1)[-1]].append(f)
-            by_name.update(index)
-        return by_name.get(name, [])
-
-    roots = sorted({r.root for r in records}, key=str)
-    base = Path(os.path.commonpath([str(r) for r in roots])) if roots else None
-
-    def candidates(r: ImageRecord) -> list[str]:
-        keys = [r.rel, Path(os.path.relpath(r.path, base)).as_posix() if base else r.rel, r.path.as_posix()]
-        exact = [k for k in dict.fromkeys(keys) if k in entries]
-        if exact:
-            return exact[:1]
-        named = same_name(r.path.name)
-        tail = [f for f in named if f.endswith("/" + r.rel)]
-        return tail or named
-
     given = MdFileBoxes(source=str(path), digest=digest, categories=cats,
                         info=clean_info(data.get("info", {}), problems))
-    used: dict[str, ImageRecord] = {}
+    if sn:  # run.json says which file it was: SpeciesNet's, in its own format version (None: unstated)
+        given.info.update(format="speciesnet", format_version=sn_info.get("format_version"))
+    try:
+        used = match_entries(entries, records, hint="give the input folder MegaDetector ran on so paths match exactly")
+    except Ambiguous as e:
+        raise ValueError(f"--detections {path}: {e}") from None
     listed = 0
-    for r in records:
-        found = candidates(r)
-        if len(found) > 1:
-            raise ValueError(f"--detections {path}: {r.path} matches both {found[0]!r} and {found[1]!r}; "
-                             "give the input folder MegaDetector ran on so paths match exactly")
-        if not found:
-            continue
-        f = found[0]
-        if f in used:
-            raise ValueError(f"--detections {path}: entry {f!r} matches both {used[f].path} and {r.path}; "
-                             "give the input folder MegaDetector ran on so paths match exactly")
-        used[f] = r
+    for f, r in used.items():
         e = clean_entry(*entries[f], cats, problems)
         if e is None:  # an entry of the wrong shape: the photo is analysed as if it were not listed
             continue
         listed += 1
         if e["failure"]:  # MD could not read it: a failure row here too
-            r.failure = f"MegaDetector: {e['failure']}"
+            r.failure = e["failure"] if e["failure"].startswith("SpeciesNet:") else f"MegaDetector: {e['failure']}"
         else:
             given.by_path[str(r.path)] = e["detections"]
+        if f in labels:
+            given.labels[str(r.path)] = labels[f]
 
     unmatched = len(entries) - len(used)
     if not used and records:
@@ -142,7 +129,7 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, li
                          "give the folder MegaDetector ran on")
     other = Counter(cats.get(d["category"], "?") for boxes in given.by_path.values() for d in boxes
                     if cats.get(d["category"]) not in ("animal", *DIRECT_LABELS))
-    notes = [f"detections from {path}: {listed} of {len(records)} inputs listed"
+    notes = [f"detections from {path}{' (SpeciesNet predictions)' if sn else ''}: {listed} of {len(records)} inputs listed"
              + (f"; {len(records) - listed} not listed are analysed with the bundled detector"
                 if listed < len(records) else "")]
     if unmatched:
@@ -150,7 +137,7 @@ def match(path: str | Path, records: list[ImageRecord]) -> tuple[MdFileBoxes, li
         notes.append(f"warning: --detections {path}: entries that match no input file, ignored (not analysed, "
                      f"not sorted, not opened) ({unmatched}): " + ", ".join(map(repr, examples))
                      + (" ..." if unmatched > len(examples) else ""))
-    notes += problems.lines()
+    notes += sn_lines + problems.lines()
     if other:
         notes.append("boxes of categories patou does not classify kept as they are: "
                      + ", ".join(f"{k} ({n})" for k, n in sorted(other.items())))

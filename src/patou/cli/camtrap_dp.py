@@ -24,6 +24,7 @@ def export_camtrap_dp_cmd(
     capture_method: str = typer.Option("activityDetection", help="activityDetection (motion trigger) or timeLapse."),
     taxonomy: Optional[Path] = typer.Option(None, help="CSV mapping labels to taxa (default: the bundled table, see README)."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the frictionless validation."),
+    blur_humans: bool = typer.Option(False, "--blur-humans", help="With --media copy: blur every person (human or person box) in the copies; the originals stay as they are."),
 ) -> None:
     """Write a run as a Camtrap DP 1.0 package (for GBIF, Agouti, camtrapdp...) and validate it offline."""
     from ..formats.camtrap_dp import export_camtrap_dp
@@ -33,7 +34,7 @@ def export_camtrap_dp_cmd(
             results_dir, out, deployments, utc_offset=utc_offset, sampling_design=sampling_design,
             contributors=contributor, title=title, data_license=data_license, media_license=media_license,
             media_url=media_url, media=media, capture_method=capture_method, taxonomy=taxonomy, validate=not no_validate,
-            log=say)
+            blur_humans=blur_humans, log=say)
     except (ValueError, OSError) as e:
         fail(e)
     c = result.counts

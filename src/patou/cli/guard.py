@@ -19,7 +19,10 @@ def guard_cmd(
     **options,
 ) -> None:
     """Watch a camera's incoming folder and fire a deterrent when the target (a bear) comes."""
-    opts = GuardOptions.from_cli(options)
+    try:
+        opts = GuardOptions.from_cli(options)
+    except ValueError as e:  # a bad --threshold text
+        fail(e)
     if sum(x is not None and x is not False for x in (watch, replay, status or None)) != 1:
         error("give exactly one of --watch DIR, --replay DIR or --status")
         raise typer.Exit(2)

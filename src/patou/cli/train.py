@@ -6,9 +6,14 @@ from typing import Optional
 
 import typer
 
-from ..options import DETECTION_THRESHOLD, THRESHOLD, TrainOptions
+from ..options import DETECTION_THRESHOLD, THRESHOLD, Thresholds, TrainOptions
 from .console import fail, log_to, needs_extras, say
 from .options import options_after
+
+
+LABELS_HELP = ("The truth as a label file, the format read from its content: a Timelapse CSV, COCO Camera Traps "
+               "JSON, a Wildlife Insights images.csv, a Camtrap DP package, or any CSV with path and label columns "
+               "(names mapped to the model's labels through its taxon table).")
 
 
 @options_after("out", TrainOptions)
@@ -35,11 +40,11 @@ def evaluate_cmd(
     data: Path = typer.Argument(..., metavar="DATA", help="Labelled folder tree (leaf folder = label), or any folder with --labels."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, confusion_matrix.png, pr_curve.png)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier folder or installed model name; default: the bundled ImageNet roll-up."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns path,label."),
+    labels: Optional[Path] = typer.Option(None, "--labels", "--truth", help=LABELS_HELP),
     merge: Optional[str] = typer.Option(None, help="Merge or drop truth labels, as in patou train."),
     level: str = typer.Option("both", help="image | event | both."),
     target: Optional[str] = typer.Option(None, help="Class whose recall/threshold is reported (default: bear when the model has it)."),
-    threshold: float = typer.Option(THRESHOLD, help="Operating threshold for the target and for 'undefined'."),
+    threshold: str = typer.Option(str(THRESHOLD), help="Operating threshold for the target and for 'undefined'; per class: bear=0.3,wolf=0.6,0.5."),
     want_recall: float = typer.Option(0.95, help="Report the highest target threshold that keeps this recall."),
     detection_threshold: float = typer.Option(DETECTION_THRESHOLD),
     fast: bool = typer.Option(False, "--fast", help="Use the int8 detector."),
@@ -73,7 +78,7 @@ def export_cmd(
     int8: bool = typer.Option(False, "--int8", help="Static int8 quantisation (ONNX Runtime, per-channel weights)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of real photos to calibrate on."),
     target: Optional[str] = typer.Option(None, help="Class whose recall fp32 vs int8 is reported (default: bear)."),
-    threshold: float = typer.Option(THRESHOLD),
+    threshold: str = typer.Option(str(THRESHOLD), help="The target's threshold for its recall; per class: bear=0.3,0.5 (the target's own)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Export a trained model for the edge: int8, checked against fp32 on the validation split."""
@@ -84,7 +89,8 @@ def export_cmd(
     try:
         from ..train.job import export_int8
 
-        export_int8(model, calibration, out, target=target, threshold=threshold, log=log_to(quiet))
+        thr = Thresholds.of_value(threshold)
+        export_int8(model, calibration, out, target=target, threshold=thr.of(target or "bear"), log=log_to(quiet))
     except ModuleNotFoundError as e:
         needs_extras("int8 export", e)
     except (ValueError, OSError) as e:

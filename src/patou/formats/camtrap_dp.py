@@ -5,7 +5,8 @@ observations.csv, the format GBIF, Agouti, Wildlife Insights and R's camtrapdp r
 - media: one row per readable image with a capture time (Camtrap DP requires media.timestamp).
 - observations, event level: one row per patou event (one row per distinct human label when a
   reviewer corrected images of it), with the label's taxon from camtrap_dp_taxonomy.csv, the
-  count of animals (most boxes in one image of the event) and the classifier's event score.
+  count of animals (the event's MaxN: the most boxes of its label in one photo, at or above the
+  label's threshold; a reviewer's own count when they gave one) and the classifier's event score.
 - observations, media level: one row per detector box, with its bounding box and class score,
   so that tools that draw boxes have them. Counting tools use the event level
   (`observationLevel` tells the two apart).
@@ -28,7 +29,8 @@ from typing import Callable
 from .. import __version__
 from ..events import events_of
 from ..models.registry import resolve
-from ..options import DETECTION_THRESHOLD
+from ..blur import people_boxes
+from ..options import DETECTION_THRESHOLD, Thresholds
 from ..record import EMPTY, UNDEFINED, ImageRecord
 from ..results import load_run
 from ..atomic import atomic_output
@@ -145,13 +147,18 @@ def export_camtrap_dp(
     capture_method: str = "activityDetection",
     taxonomy: str | Path | None = None,
     validate: bool = True,
+    blur_humans: bool = False,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Write RESULTS_DIR's run as a Camtrap DP 1.0 package in `out` (see the module docstring).
 
     Raises MissingMetadata (a ValueError) naming everything the user still has to give, after
     writing `out/deployments-template.csv` to fill in; other bad input is a ValueError too.
+    `blur_humans` (with `media="copy"`): the copies of photos with people have them blurred.
     """
+    if blur_humans and media != "copy":
+        raise ValueError("--blur-humans works with --media copy only: a linked or published photo is the original, "
+                         "whose people cannot be blurred" if media or media_url else "--blur-humans needs --media copy")
     run = load_run(results_dir)
     out = Path(out)
     if sampling_design and sampling_design not in SAMPLING_DESIGNS:
@@ -219,14 +226,17 @@ def export_camtrap_dp(
         raise MissingMetadata("Camtrap DP needs what patou cannot know from the photos:\n  - "
                               + "\n  - ".join(missing) + how)
 
-    build = _Builder(run, deps, load_corrections(results_dir), tax, warn)
+    corrections = load_corrections(results_dir)
+    build = _Builder(run, deps, corrections, tax, warn)
     media_rows, placements = build.media_rows(out, media_url, media, capture_method)
     obs_rows = [row for event in events_of(usable) for row in build.observation_rows(event)]
     dep_rows = build.deployment_rows(deployments)
 
     out.mkdir(parents=True, exist_ok=True)
     if media:  # the photos inside the package, in their input tree; never overwriting a different file
-        report = sort_files(SortPlan(placements, out / MEDIA_DIR, roots=run.input_roots), media, log=lambda m: None)
+        blur = people_boxes(usable, corrections, build.det_thr) if blur_humans else None
+        report = sort_files(SortPlan(placements, out / MEDIA_DIR, roots=run.input_roots, blur=blur), media,
+                            log=lambda m: None)
         for msg in report.messages:
             warn(msg)
     descriptor = _descriptor(run, dep_rows, obs_rows, tax, people, title, sampling_design, capture_method,
@@ -259,7 +269,7 @@ class _Builder:
         self.deps, self.corrections, self.tax, self.warn = deps, corrections, tax, warn
         self.dep_of = {id(r): d for d in deps for r in d.records}
         self.det_thr = float(run.options.get("detection_threshold", DETECTION_THRESHOLD))
-        self.thr = float(run.options.get("threshold", 0.5))
+        self.thr = Thresholds.from_options(run.options)
         det, cls = (run.info.get("models", {}).get(k, {}) for k in ("detector", "classifier"))
         self.machine = {"classificationMethod": "machine",
                         "classifiedBy": "patou {} ({} v{} + {} v{})".format(
@@ -296,12 +306,15 @@ class _Builder:
     def boxes(self, r: ImageRecord):
         return [d for d in r.detections if d.conf >= self.det_thr]
 
-    def count(self, images: list[ImageRecord], label: str | None = None) -> int | None:
-        """Most animals seen at once: the boxes (of `label`, when any box has it) in one image."""
-        per_image = [self.boxes(r) for r in images]
-        if label and any(_top_label(d) == label for boxes in per_image for d in boxes):
-            per_image = [[d for d in boxes if _top_label(d) == label] for boxes in per_image]
-        return max(map(len, per_image), default=0) or None
+    def verified_count(self, images: list[ImageRecord], label: str) -> int | None:
+        """Most animals seen at once in the photos a person labelled `label`: their own count when
+        they gave one, else the machine's count when it saw that label, else the photo's boxes."""
+        per_image = []
+        for r in images:
+            given = (self.correction(r) or {}).get("count")
+            per_image.append(given if given is not None else
+                             r.count if r.label == label and r.count else len(self.boxes(r)))
+        return max(per_image, default=0) or None
 
     def media_rows(self, out: Path, media_url: str | None, media: str | None,
                    capture_method: str) -> tuple[list[dict], list[tuple[Path, Path]]]:
@@ -353,11 +366,11 @@ class _Builder:
                 images = [r for r in event if verified.get(id(r), {}).get("label") == label]
                 latest = max((verified[id(r)] for r in images), key=lambda c: c.get("verified_at") or "")
                 rows.append({**level, "observationID": f"{base['eventID']}-{i}",
-                             **self.classification(label, self.count(images)), **_human(latest)})
+                             **self.classification(label, self.verified_count(images, label)), **_human(latest)})
         else:
             label = event[0].event_label or UNDEFINED
-            rows.append({**level, "observationID": f"{base['eventID']}-1",
-                         **self.classification(label, self.count(event, label)), **self.machine,
+            rows.append({**level, "observationID": f"{base['eventID']}-1",  # count: the event's MaxN
+                         **self.classification(label, event[0].event_count or None), **self.machine,
                          "classificationProbability": None if label == EMPTY else _prob(event[0].event_score)})
 
         for r in event:  # media level: the boxes, which tools draw
@@ -374,7 +387,7 @@ class _Builder:
                     who = {**self.classification(corr["label"], 1), **_human(corr)}
                 else:
                     top = d.top()
-                    label = top[0] if top and top[1] >= self.thr else UNDEFINED
+                    label = top[0] if top and top[1] >= self.thr.of(top[0]) else UNDEFINED
                     who = {**self.classification(label, 1), **self.machine,
                            "classificationProbability": _prob(top[1] if top else None)}
                 rows.append({**media, "observationID": f"{_media_id(r)}-{j}", **_bbox(d), **who})
@@ -393,11 +406,6 @@ class _Builder:
             row["deploymentStart"], row["deploymentEnd"] = iso(start), iso(end)
             rows.append(row)
         return rows
-
-
-def _top_label(d) -> str | None:
-    top = d.top()
-    return top[0] if top else None
 
 
 def _human(correction: dict) -> dict:

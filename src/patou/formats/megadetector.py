@@ -12,16 +12,16 @@ trusted at all is refused in one line. boxes/md_file.py matches the entries to t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
 from patou.atomic import atomic_output
+from patou.formats.jsonfile import MAX_JSON_BYTES, Problems, kind, read_json, unit
+from patou.formats.taxa import descriptions
 from patou.record import ImageRecord, in_output_order
 
 FORMAT_VERSION = "1.6"
@@ -32,88 +32,56 @@ MIN_CLASSIFICATION_CONF = 0.01  # below this a class is noise; the top class is 
 BBOX_EPS = 1e-3  # rounding to 4 decimals may push x+w a hair above 1
 
 
-MAX_MD_BYTES = 2 << 30  # a 2-million-photo MD file is well under 1 GB; more is not a batch file
-EXAMPLES = 3  # examples quoted in a summary line
+MAX_MD_BYTES = MAX_JSON_BYTES  # a 2-million-photo MD file is well under 1 GB; more is not a batch file
+EXAMPLES = Problems.EXAMPLES  # examples quoted in a summary line
 
 
-class Problems:
-    """Problems of one file, counted by kind with the first few examples: one line per kind."""
+class MdProblems(Problems):
+    """Problems of an MD file read in: each line a warning naming the option and the file."""
 
     def __init__(self, source: str):
-        self.source = source
-        self.kinds: dict[str, list] = {}
-
-    def add(self, kind: str, example: str) -> None:
-        n_ex = self.kinds.setdefault(kind, [0, []])
-        n_ex[0] += 1
-        if len(n_ex[1]) < EXAMPLES:
-            n_ex[1].append(example)
-
-    def lines(self) -> list[str]:
-        return [f"warning: --detections {self.source}: {kind} ({n}): {'; '.join(ex)}" + (" ..." if n > len(ex) else "")
-                for kind, (n, ex) in self.kinds.items()]
+        super().__init__(f"warning: --detections {source}")
 
 
 def read_md_file(path: str | Path) -> tuple[dict, str]:
     """The parsed file and its sha256 (first 16 hex), or a one-line ValueError; only the file's
     frame is checked here (see `md_entries` for its entries)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO, /dev/zero: never read
-            raise ValueError(f"--detections {path}: {'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'}, "
-                             "not a MegaDetector JSON file")
-        if st.st_size > MAX_MD_BYTES:
-            raise ValueError(f"--detections {path}: {st.st_size / 2**30:.1f} GB, more than a MegaDetector batch file "
-                             f"holds (limit {MAX_MD_BYTES / 2**30:.0f} GB)")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"--detections {path}: cannot read ({e.strerror or e})") from None
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ValueError(f"--detections {path}: nested too deep to be a MegaDetector batch file") from None
-    except ValueError as e:
-        raise ValueError(f"--detections {path}: not JSON ({str(e)[:200]})") from None
+    data, digest = read_json(path, "--detections")
+    check_md_frame(data, path)
+    return data, digest
+
+
+def check_md_frame(data, path) -> None:
+    """A one-line ValueError unless `data` is the frame of a MegaDetector batch file."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("detection_categories"), dict):
-        raise ValueError(f"--detections {path}: not a MegaDetector batch file (needs 'images' and 'detection_categories')")
+        raise ValueError(f"--detections {path}: not a MegaDetector batch file (needs 'images' and 'detection_categories')"
+                         " nor SpeciesNet predictions (needs 'predictions')")
     info = data.get("info", {})
     if not isinstance(info, dict):
-        raise ValueError(f"--detections {path}: 'info' is {_kind(info)}, not an object: not a MegaDetector batch file")
+        raise ValueError(f"--detections {path}: 'info' is {kind(info)}, not an object: not a MegaDetector batch file")
     for k, v in data["detection_categories"].items():
         if not isinstance(v, str) or not v.strip():
-            raise ValueError(f"--detections {path}: detection_categories {k!r} is named {_kind(v)}, not a text")
+            raise ValueError(f"--detections {path}: detection_categories {k!r} is named {kind(v)}, not a text")
     version = info.get("format_version", "1.0")
     if not isinstance(version, (str, int, float)) or not str(version).startswith("1."):
         raise ValueError(f"--detections {path}: format_version {str(version)[:40]} is not supported (1.0-1.6)")
-    return data, hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _kind(v) -> str:
-    return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
-        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
 
 
 def _show(v, n: int = 20) -> str:
     return (repr(v) if isinstance(v, str) else str(v))[:n]
 
 
-def _unit(v) -> bool:
-    """A finite number in [0, 1] (true/false are not numbers here)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
-
-
-def _box_problem(d, cats: dict) -> str | None:
-    """Why a detection cannot be used (None: it can)."""
+def box_problem(d, cats) -> str | None:
+    """Why a detection cannot be used (None: it can); `cats` the category ids the file names."""
     if not isinstance(d, dict):
-        return f"{_kind(d)}, not an object"
+        return f"{kind(d)}, not an object"
     if str(d.get("category")) not in cats:
         return f"category {_show(d.get('category'))} not in detection_categories"
-    if not _unit(d.get("conf")):
+    if not unit(d.get("conf")):
         return f"conf {_show(d.get('conf'))} is not a number in [0, 1]"
     b = d.get("bbox")
-    if not (isinstance(b, list) and len(b) == 4 and all(_unit(v) for v in b)):
+    if not (isinstance(b, list) and len(b) == 4 and all(unit(v) for v in b)):
         return f"bbox {_show(b, 60)} is not 4 numbers in [0, 1]"
     if b[2] <= 0 or b[3] <= 0:
         return f"bbox {b} has no size"
@@ -128,7 +96,7 @@ def md_entries(data: dict, source: str) -> tuple[dict[str, tuple[int, dict]], Pr
 
     Only names are looked at here, so a file of any size costs one pass: the rest of an entry is
     checked (`clean_entry`) only once it matched a scanned input. Nothing here touches the disk."""
-    problems = Problems(source)
+    problems = MdProblems(source)
     entries: dict[str, tuple[int, dict]] = {}
     for i, e in enumerate(data["images"]):
         name = e.get("file") if isinstance(e, dict) else None
@@ -159,11 +127,11 @@ def clean_entry(i: int, e: dict, cats, problems: Problems) -> dict | None:
     dets = e.get("detections")
     if failure is None and not isinstance(dets, list):
         problems.add("entries whose 'detections' is not a list, ignored (analysed as if not listed)",
-                     f"{where}: {_kind(dets)}")
+                     f"{where}: {kind(dets)}")
         return None
     kept = []
     for j, d in enumerate(dets if failure is None else []):
-        why = _box_problem(d, cats)
+        why = box_problem(d, cats)
         if why:
             problems.add("boxes dropped", f"{where} detection {j}: {why}")
         else:
@@ -179,12 +147,12 @@ def clean_info(info: dict, problems: Problems) -> dict:
     if meta is None:
         return out
     if not isinstance(meta, dict):
-        problems.add("info.detector_metadata ignored", f"{_kind(meta)}, not an object")
+        problems.add("info.detector_metadata ignored", f"{kind(meta)}, not an object")
         return out
     clean = {}
     for k in ("typical_detection_threshold", "conservative_detection_threshold"):
         if k in meta:
-            if _unit(meta[k]):
+            if unit(meta[k]):
                 clean[k] = float(meta[k])
             else:
                 problems.add(f"info.detector_metadata.{k} ignored", f"{_show(meta[k])} is not a number in [0, 1]")
@@ -236,10 +204,13 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
                             conservative_detection_threshold: float | None = None,
                             detection_completion_time: str | None = None,
                             classification_completion_time: str | None = None,
-                            classifier_metadata: dict | None = None) -> Path:
+                            classifier_metadata: dict | None = None, taxa: dict[str, dict] | None = None) -> Path:
     """Write every record (all boxes, even low-confidence ones: users threshold later).
 
-    Thresholds default to the card's `extra` values, then to MegaDetector v5's 0.2 / 0.05.
+    Thresholds default to the card's `extra` values, then to MegaDetector v5's 0.2 / 0.05. With
+    `taxa` (label -> taxon table row, formats.taxa), every class also gets SpeciesNet's seven-field
+    `classification_category_descriptions`, which SpeciesNet's, AddaxAI's and CamTrapTools' readers
+    take as its taxonomy.
     """
     records = in_output_order(records)
     roots = [Path(p) for p in roots] if roots else sorted({r.root for r in records})
@@ -297,6 +268,9 @@ def write_megadetector_json(records: Iterable[ImageRecord], path: str | Path,
         },
         "detection_categories": {v: k for k, v in det_ids.items()},
         "classification_categories": {v: k for k, v in cls_ids.items()},
+        **({"classification_category_descriptions": {v: d for v, d in zip(cls_ids.values(),
+                                                                           descriptions(list(cls_ids), taxa).values())}}
+           if taxa is not None else {}),
         "images": images,
     }
     with atomic_output(path) as tmp:

@@ -14,10 +14,11 @@ from patou.record import EMPTY, ImageRecord, in_output_order
 from patou.video import is_video
 
 BASE_COLUMNS = ["file", "root", "site", "event_id", "timestamp", "timestamp_source", "width", "height", "detections",
-                "max_detection_conf", "label", "score", "event_label", "event_score"]
+                "max_detection_conf", "label", "score", "count", "event_label", "event_score", "event_count"]
 TARGET_COLUMNS = ["target_score", "event_target_score"]
 VIDEO_COLUMNS = ["frame_rate", "frames_processed"]  # only when the run has videos
-VERIFIED_COLUMNS = ["verified_label", "verified_by"]  # human corrections (corrections.py)
+SOURCE_COLUMNS = ["speciesnet_label", "speciesnet_score"]  # only when the boxes came with their own labels
+VERIFIED_COLUMNS = ["verified_label", "verified_by", "verified_count"]  # human corrections (corrections.py)
 EVENT_FILES_SHOWN = 5
 
 
@@ -30,11 +31,15 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
     """Header and one row per image (sorted by root, then rel); None means an empty cell.
 
     With `corrections` (load_corrections's dict, possibly empty) the rows end with the human
-    label and who gave it; the machine's columns stay as the run decided them.
+    label, who gave it and the animals they counted; the machine's columns stay as the run
+    decided them. `count` is the photo's boxes of its label at or above the threshold,
+    `event_count` its event's MaxN (decide.py).
     """
     records = in_output_order(records)
     videos = any(is_video(r.path) for r in records)
-    header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + (VIDEO_COLUMNS if videos else []) + ["failure"]
+    sourced = any(r.source_label is not None for r in records)
+    header = BASE_COLUMNS + (TARGET_COLUMNS if target else []) + (VIDEO_COLUMNS if videos else [])
+    header += (SOURCE_COLUMNS if sourced else []) + ["failure"]
     header += VERIFIED_COLUMNS if corrections is not None else []
     rows = []
     for r in records:
@@ -43,16 +48,18 @@ def build_rows(records: Iterable[ImageRecord], detection_threshold: float,
         n_boxes = None if r.failure else sum(c >= detection_threshold for c in confs)
         row = [r.rel, str(r.root), r.site, r.event_id,
                r.timestamp.isoformat() if r.timestamp else None, r.timestamp_source, r.width, r.height, n_boxes,
-               _r(max(confs)) if confs else None, r.label, _r(r.score), r.event_label,
-               _r(r.event_score)]
+               _r(max(confs)) if confs else None, r.label, _r(r.score), r.count, r.event_label,
+               _r(r.event_score), r.event_count]
         if target:
             row += [_r(r.target_score), _r(r.event_target_score)]
         if videos:  # frames_processed: how many frames were analysed
             row += [r.frame_rate, None if r.frames_processed is None else len(r.frames_processed)]
+        if sourced:
+            row += [r.source_label, _r(r.source_score)]
         row.append(r.failure)
         if corrections is not None:
             c = corrections.get((str(r.root), r.rel))
-            row += [c["label"], c.get("verified_by") or None] if c else [None, None]
+            row += [c["label"], c.get("verified_by") or None, c.get("count")] if c else [None, None, None]
         rows.append(row)
     return header, rows
 
@@ -76,7 +83,7 @@ def build_event_rows(records: Iterable[ImageRecord], target: str | None = None) 
         if r.event_id is not None:
             groups[r.event_id].append(r)
     header = (["event_id", "site", "first_timestamp", "last_timestamp", "n_images", "n_nonempty",
-               "event_label", "event_score"] + (["event_target_score"] if target else []) + ["files"])
+               "event_label", "event_score", "event_count"] + (["event_target_score"] if target else []) + ["files"])
     rows = []
     for eid, rs in groups.items():
         times = sorted(r.timestamp for r in rs if r.timestamp)
@@ -86,7 +93,8 @@ def build_event_rows(records: Iterable[ImageRecord], target: str | None = None) 
             files += f" (+{len(rs) - EVENT_FILES_SHOWN} more)"
         row = [eid, first.site, times[0].isoformat() if times else None,
                times[-1].isoformat() if times else None, len(rs),
-               sum(r.label not in (None, EMPTY) for r in rs), first.event_label, _r(first.event_score)]
+               sum(r.label not in (None, EMPTY) for r in rs), first.event_label, _r(first.event_score),
+               first.event_count]
         if target:
             row.append(_r(first.event_target_score))
         rows.append((times[0].isoformat() if times else "~", eid, row + [files]))
@@ -94,16 +102,19 @@ def build_event_rows(records: Iterable[ImageRecord], target: str | None = None) 
 
 
 def build_count_rows(records: Iterable[ImageRecord]) -> tuple[list[str], list[list]]:
-    """Per label: images with that verdict, events with that event verdict (most frequent first)."""
+    """Per label: images with that verdict, events with that event verdict (most frequent first),
+    and animals: the sum of those events' MaxN."""
     images: dict[str, int] = defaultdict(int)
-    events: dict[str, set] = defaultdict(set)
+    events: dict[str, dict] = defaultdict(dict)
     for r in records:
         if r.label is not None:
             images[r.label] += 1
         if r.event_label is not None and r.event_id is not None:
-            events[r.event_label].add(r.event_id)
+            events[r.event_label][r.event_id] = r.event_count
     labels = sorted(set(images) | set(events), key=lambda k: (-images.get(k, 0), k))
-    return ["label", "images", "events"], [[k, images.get(k, 0), len(events.get(k, ()))] for k in labels]
+    return ["label", "images", "events", "animals"], [
+        [k, images.get(k, 0), len(events.get(k, {})), sum(n or 0 for n in events.get(k, {}).values())]
+        for k in labels]
 
 
 def write_xlsx(records: Iterable[ImageRecord], path: str | Path, detection_threshold: float,

@@ -5,11 +5,12 @@ same events (`group_events`), then fed to the live guard's Tracker in timestamp 
 the alarms printed are the guard's. With labels (a CSV with `path` and `label_norm` or `label`;
 PHOTOS_DIR/LABELS.csv is used when present) it also measures, per event, the target recall and the
 false triggers per 100 non-target events, separately for night-infrared events (monochrome frames:
-where ImageNet features mistake wild boars for bears) and the others.
+where ImageNet features mistake wild boars for bears) and the others. Any label file `--labels`
+reads elsewhere works (Timelapse, COCO Camera Traps, Wildlife Insights, Camtrap DP; see
+formats.labels_in), its paths matched to the photos as `--detections` matches them.
 """
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,13 +68,17 @@ class _NoteMonochrome:
         return self.models.analyse_safely(*args)
 
 
-def read_labels(path: Path) -> dict[str, str]:
-    """{path relative to the labels file's folder: label}."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "path" not in rows[0]:
-        raise ValueError(f"{path}: a labels CSV needs a 'path' column and 'label_norm' or 'label'")
-    return {r["path"]: (r.get("label_norm") or r.get("label") or "").strip() for r in rows}
+def read_labels(path: Path, records: list[ImageRecord], log: Callable[[str], None] = print) -> dict[str, str]:
+    """{photo path: its truth}: the label file's own words and, after a space, the patou label
+    they mean (so `has_label` finds the target in either: `American Black Bear bear`)."""
+    from ..formats.labels_in import match_labels, read_label_file
+    from ..formats.taxa import NameIndex, load_table
+
+    found = read_label_file(path)
+    truth, problems = match_labels(found, records, NameIndex(load_table()))
+    for p in found.notes + problems:
+        log(f"warning: {p}")
+    return {p: f"{row.name} {label}" for p, (label, row) in truth.items()}
 
 
 def has_label(label: str, target: str) -> bool:
@@ -120,6 +125,8 @@ def simulate(records: list[ImageRecord], mono: set[str], target: str, threshold:
 
 
 def _label_of(r: ImageRecord, labels: dict[str, str], root: Path | None) -> str | None:
+    if str(r.path) in labels:
+        return labels[str(r.path)]
     if root is not None:
         try:
             return labels.get(Path(r.path).absolute().relative_to(root.absolute()).as_posix())
@@ -188,13 +195,17 @@ def replay(
     if target not in models.classifier.labels:
         raise ValueError(f"--target {target!r} is not a label of the model ({', '.join(models.classifier.labels)})")
     labels_path = Path(labels) if labels else (photos[0] / "LABELS.csv" if photos[0].is_dir() else None)
-    table = None
-    if labels_path is not None and labels_path.is_file():
-        table = read_labels(labels_path)
-    elif labels:
-        raise ValueError(f"{labels}: no such labels file")
+    if labels and not labels_path.exists():
+        raise ValueError(f"--labels {labels}: no such labels file")
+    if labels_path is not None and labels_path.exists():
+        from ..formats.labels_in import read_label_file
+
+        read_label_file(labels_path)  # a bad file stops here, before minutes of scoring
+    else:
+        labels_path = None
     records, mono = score_photos(photos, models, detection_threshold, target, site_depth, log)
-    res = simulate(records, mono, target, threshold, cooldown, event_gap, table, labels_path.parent if table else None)
+    table = read_labels(labels_path, records, log) if labels_path else None
+    res = simulate(records, mono, target, threshold, cooldown, event_gap, table)
     log(report(res))
     return res
 

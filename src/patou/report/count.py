@@ -1,7 +1,9 @@
-"""How many animals one photo shows, from its detector boxes.
+"""How many animals one photo shows, from its detector boxes, where the run's own counts do not say.
 
-Issue 26 adds a `count` field to the records; until then the report computes it here, from the
-record's detections, in this one function (so the two can be compared, then this one retired).
+A machine event's MaxN is the run's `event_count` (decide.py: boxes of the label at or above its
+threshold), as predictions.csv and Camtrap DP give it; a person's count, when they gave one, is
+theirs. This function counts the rest: the photos a person labelled without a count, and
+`undefined` events (no label, so no run count), from the record's detections.
 """
 from __future__ import annotations
 

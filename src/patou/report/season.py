@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..events import events_of
+from ..options import Thresholds
 from ..formats.camtrap_dp_deployments import attach_user_values, read_deployments_csv, site_deployments
 from ..corrections import load_corrections
 from ..record import EMPTY, UNDEFINED, ImageRecord
@@ -33,6 +34,7 @@ class Photo:
     site: str
     label: str  # what stands: a person's label when there is one, else the model's
     human: bool
+    count: int | None = None  # the animals a person counted, when they did
 
     @property
     def time(self) -> datetime | None:
@@ -108,7 +110,7 @@ def load_season(results_dir: str | Path | Run, deployments: str | Path | None = 
     run = results_dir if isinstance(results_dir, Run) else load_run(results_dir)
     corrections = load_corrections(run.out)
     det_t = float(run.options.get("detection_threshold") or 0.2)
-    thr = float(run.options.get("threshold") or 0.5)
+    thr = Thresholds.from_options(run.options).default  # per-class thresholds: the default is the bar shown
     readable = [r for r in run.records if r.failure is None]
     deps = site_deployments(readable)
     warnings: list[str] = []
@@ -122,7 +124,7 @@ def load_season(results_dir: str | Path | Run, deployments: str | Path | None = 
         site = Site(d.id, d.root, d.site, start=start, end=end)
         for r in d.records:
             c = corrections.get((str(r.root), r.rel))
-            photo = Photo(r, d.id, c["label"] if c else r.label, c is not None)
+            photo = Photo(r, d.id, c["label"] if c else r.label, c is not None, c.get("count") if c else None)
             site.photos.append(photo)
             by_record[id(r)] = photo
         sites.append(site)
@@ -145,13 +147,15 @@ def _observations(photos: list[Photo], det_t: float) -> list[Observation]:
         out = []
         for label in labels:
             mine = [p for p in checked if p.label == label]
-            n = max(animals_in(p.record, det_t, label) for p in mine)
+            n = max(p.count if p.count is not None else animals_in(p.record, det_t, label) for p in mine)
             out.append(Observation(eid, site, label, True, mine, 0 if label == EMPTY else max(n, 1), None))
         return out
     label = first.record.event_label or UNDEFINED
     if label == EMPTY:
         return [Observation(eid, site, label, False, photos, 0, first.record.event_score)]
     n = max(animals_in(p.record, det_t, None if label == UNDEFINED else label) for p in photos)
+    if label != UNDEFINED and first.record.event_count is not None:
+        n = first.record.event_count  # the run's own MaxN, as predictions.csv and Camtrap DP give it
     guess = _best_guess(photos) if label == UNDEFINED else None
     return [Observation(eid, site, label, False, photos, n if label == UNDEFINED else max(n, 1),
                         first.record.event_score, guess)]

@@ -1,4 +1,6 @@
-"""Training labels: a DATA tree whose leaf folders are labels, or a `path,label` CSV.
+"""Training labels: a DATA tree whose leaf folders are labels, or a label file for DATA (`--labels`:
+a `path,label` CSV, Timelapse CSV, COCO Camera Traps, Wildlife Insights images.csv or a Camtrap DP
+package; see formats.labels_in), whose names become labels through a taxon table.
 
 Labels are normalised (accents, case, spaces) so that "Cerf élaphe/" and "cerf_elaphe/" from two
 field seasons are one class; a mapping then merges or drops labels, and `classes` folds the rest
@@ -86,13 +88,16 @@ def collect(
     labels_csv: Path | None = None,
     merge: dict | None = None,
     classes: list[str] | None = None,
+    taxonomy: Path | None = None,
 ) -> tuple[list[LabelledImage], list[str]]:
-    """Labelled images under `data` (leaf folder = label) or listed in `labels_csv`; plus problems."""
+    """Labelled images under `data` (leaf folder = label), or the photos under `data` a label file
+    names (`labels_csv`: any format formats.labels_in reads; its names mapped through the taxon
+    table `taxonomy`, the bundled one by default); plus problems."""
     data = Path(data).absolute()
     if labels_csv is None:
         found, problems = _from_folders(data)
     else:
-        found, problems = _from_csv(data, Path(labels_csv).absolute())
+        found, problems = _from_label_file(data, Path(labels_csv).absolute(), taxonomy)
     images, dropped = [], defaultdict(int)
     for img in found:
         label = relabel(img.label, merge, classes)
@@ -109,11 +114,7 @@ def collect(
 
 
 def _from_folders(data: Path) -> tuple[list[LabelledImage], list[str]]:
-    records, problems = scan([data])
-    photos = [r for r in records if r.path.suffix.lower() in IMAGE_EXTENSIONS]
-    if len(photos) < len(records):  # training crops come from photos; videos are for `patou run`
-        problems.append(f"{data}: {len(records) - len(photos)} videos skipped (training uses photos)")
-    records = photos
+    records, problems = _photos(data)
     images: list[LabelledImage] = []
     at_root = 0
     with_subfolders: set[Path] = set()
@@ -136,41 +137,22 @@ def _from_folders(data: Path) -> tuple[list[LabelledImage], list[str]]:
     return images, problems
 
 
-def _from_csv(data: Path, labels_csv: Path) -> tuple[list[LabelledImage], list[str]]:
-    base = labels_csv.parent
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter=_delimiter(labels_csv))
-        fields = {(k or "").strip().lower(): k for k in reader.fieldnames or []}
-        if "path" not in fields or "label" not in fields:
-            raise ValueError(f"{labels_csv}: the first row must be a header with columns path,label")
-        rows = list(reader)
-    images: list[LabelledImage] = []
-    problems: list[str] = []
-    seen: dict[Path, tuple[int, str]] = {}
-    for line, row in enumerate(rows, start=2):
-        where = f"{labels_csv.name} line {line}"
-        raw = (row.get(fields["path"]) or "").strip()
-        label = row.get(fields["label"]) or ""
-        if not raw:
-            problems.append(f"{where}: no path")
-            continue
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
-        if not path.is_file():
-            problems.append(f"{where}: {raw}: no such file")
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            problems.append(f"{where}: {raw}: not a supported image type")
-            continue
-        key = path.resolve()
-        if key in seen:
-            first_line, first_label = seen[key]
-            if _canonical(first_label) != _canonical(label):
-                problems.append(f"{where}: {raw} already labelled {first_label!r} on line {first_line}, kept that")
-            continue
-        seen[key] = (line, label)
-        root = data if data in path.absolute().parents else base
-        site = (row.get(fields["site"]) or "").strip() if "site" in fields else ""
-        if not site:
-            site = "/".join(path.absolute().parent.relative_to(root).parts) or "."
-        images.append(LabelledImage(path=path.absolute(), root=root, label=label, site=site))
-    return images, problems
+def _photos(data: Path) -> tuple[list, list[str]]:
+    records, problems = scan([data])
+    photos = [r for r in records if r.path.suffix.lower() in IMAGE_EXTENSIONS]
+    if len(photos) < len(records):  # training crops come from photos; videos are for `patou run`
+        problems.append(f"{data}: {len(records) - len(photos)} videos skipped (training uses photos)")
+    return photos, problems
+
+
+def _from_label_file(data: Path, path: Path, taxonomy: Path | None) -> tuple[list[LabelledImage], list[str]]:
+    """The photos under `data` that the label file names, as `--detections` matches paths."""
+    from patou.formats.labels_in import match_labels, read_label_file
+    from patou.formats.taxa import NameIndex, load_table
+
+    labels = read_label_file(path)
+    photos, problems = _photos(data)
+    truth, more = match_labels(labels, photos, NameIndex(load_table(taxonomy)))
+    images = [LabelledImage(path=r.path, root=r.root, label=truth[str(r.path)][0],
+                            site=truth[str(r.path)][1].site or r.site) for r in photos if str(r.path) in truth]
+    return images, problems + labels.notes + more

@@ -14,8 +14,8 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from patou.corrections import write_train_labels
-from patou.options import DETECTION_THRESHOLD, RunOptions
+from patou.corrections import check_count, write_train_labels
+from patou.options import DETECTION_THRESHOLD, RunOptions, Thresholds
 from patou.record import Detection, ImageRecord
 from patou.results import Run, RunFolder
 from patou.sort import plan_sort, sort_files
@@ -40,6 +40,7 @@ class Change(BaseModel):
     root: str
     file: str
     label: str | None = None  # None withdraws the correction
+    count: int | str | None = None  # the animals a person counted in the photo (with the label)
 
 
 class Corrections(BaseModel):
@@ -227,7 +228,8 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
                 key = (str(Path(c.root)), c.file)
                 if key not in known:
                     raise HTTPException(404, f"{c.file}: not an image of this run")
-                changes.append((*key, review.clean_label(c.label) if c.label is not None else None))
+                changes.append((*key, review.clean_label(c.label) if c.label is not None else None,
+                                check_count(c.count)))
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         if not changes:
@@ -239,7 +241,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
         roots = _roots(run)
         return dict(saved=len(changes), images=[_card(run, rid, review.Item(known[k].index, known[k].record,
                                                                             corrections.get(k), k), roots)
-                                                for k in dict.fromkeys((r, f) for r, f, _ in changes)])
+                                                for k in dict.fromkeys((r, f) for r, f, *_ in changes)])
 
     @app.get("/api/jobs")
     def api_jobs():
@@ -255,7 +257,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
     # ------------------------------------------------------------------ actions (forms)
     @app.post("/runs/start")
     def start(folder: str = Form(...), out: str = Form(""), detection_threshold: float = Form(DETECTION_THRESHOLD),
-              threshold: float = Form(RUN.threshold), target: str = Form(""), event_gap: float = Form(RUN.event_gap),
+              threshold: str = Form(str(RUN.threshold)), target: str = Form(""), event_gap: float = Form(RUN.event_gap),
               site_depth: str = Form(""), model: str = Form(""), threads: str = Form(""),
               fast: bool = Form(False), no_flip: bool = Form(False), resume: bool = Form(False)):
         """The options of `patou run` (sorting is done afterwards, from the run page)."""
@@ -267,6 +269,7 @@ def create_app(results_dirs: list[str | Path] = (), runs_dir: str | Path = "pato
                 folders.check(out.strip(), "results folder")
             if model.strip():
                 folders.check(model.strip(), "model folder")
+            threshold = Thresholds.of_value(threshold.strip() or RUN.threshold).value()  # per class too
             options = dict(detection_threshold=detection_threshold, threshold=threshold, target=target.strip() or None,
                            event_gap=event_gap, site_depth=_int(site_depth), model=model.strip() or None,
                            threads=_int(threads), fast=fast, flip=not no_flip, resume=resume)
@@ -359,6 +362,7 @@ def _card(run: Run, rid: str, it: review.Item, roots: list[Path]) -> dict:
         index=it.index, root=str(r.root), file=r.rel, site=r.site, event_id=r.event_id,
         timestamp=r.timestamp.isoformat(sep=" ") if r.timestamp else "", failure=r.failure,
         label=it.label, machine_label=r.label, score=r.score, event_label=r.event_label, event_score=r.event_score,
+        count=it.count, event_count=r.event_count,
         target=run.options.get("target"), target_score=r.target_score, verified=it.verified,
         boxes=[_box(d) for d in r.detections if d.conf >= det_t],
         thumb=f"{url}?size=thumb", preview=f"{url}?size=preview", full=f"{url}?size=full",

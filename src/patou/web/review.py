@@ -35,6 +35,13 @@ class Item:
         """What the image is now: the person's label if there is one, else the machine's."""
         return self.verified["label"] if self.verified else self.record.label
 
+    @property
+    def count(self) -> int | None:
+        """Animals in the photo now: the person's count, else the machine's while the label is its own."""
+        if self.verified and self.verified.get("count") is not None:
+            return self.verified["count"]
+        return self.record.count if self.label == self.record.label else None
+
 
 def _cached(run: Run, name: str, make):
     """Per loaded run, computed once (a run is re-loaded, and so recomputed, when its files change)."""
@@ -118,9 +125,10 @@ def event_items(its: list[Item], event_id: str) -> list[Item]:
                   key=lambda it: (it.record.timestamp is None, it.record.timestamp or 0, it.record.rel))
 
 
-def save(run: Run, changes: list[tuple[str, str, str | None]], verified_by: str) -> dict:
-    """Store corrections (locked, atomic) and return them all; predictions.csv/.xlsx follow
-    within moments from a background writer, so a keystroke never waits for a big workbook."""
+def save(run: Run, changes: list[tuple], verified_by: str) -> dict:
+    """Store corrections ((root, file, label[, count]), locked, atomic) and return them all;
+    predictions.csv/.xlsx follow within moments from a background writer, so a keystroke never
+    waits for a big workbook."""
     save_corrections(run.out, changes, verified_by)
     tables_writer(run).request(run)
     return load_corrections(run.out)

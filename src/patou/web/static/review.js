@@ -37,6 +37,9 @@
       const score = img.score == null ? "" : img.score.toFixed(2);
       c.querySelector(".score").textContent = img.verified ? "" : score;
       c.querySelector(".machine").textContent = img.verified ? `machine said: ${img.machine_label || "—"} ${score}` : "";
+      c.dataset.count = img.count == null ? "" : img.count;
+      const count = c.querySelector(".count");
+      if (count) count.textContent = img.count == null ? "" : "×" + img.count;
     });
   }
 
@@ -52,6 +55,7 @@
   }
 
   const whole = document.getElementById("whole-event");
+  const countBox = document.getElementById("count");
 
   async function correct(label, wholeEvent) {
     wholeEvent = label !== null && (wholeEvent || (whole && whole.checked));
@@ -63,8 +67,12 @@
         say(`Event ${c.dataset.event}: ${d.saved} images set to ${label}.`);
         if (whole) whole.checked = false;
       } else {
-        await send({ items: [{ root: c.dataset.root, file: c.dataset.file, label }] });
-        say(label === null ? `${c.dataset.file}: correction withdrawn.` : `${c.dataset.file}: ${label}.`);
+        // a count typed in the palette goes with this photo's label, then the box is cleared
+        const count = label !== null && countBox && countBox.value.trim() !== "" ? countBox.value.trim() : null;
+        await send({ items: [{ root: c.dataset.root, file: c.dataset.file, label, count }] });
+        if (countBox) countBox.value = "";
+        say(label === null ? `${c.dataset.file}: correction withdrawn.`
+          : `${c.dataset.file}: ${label}` + (count === null ? "." : `, ${count} animals.`));
         if (label !== null && sel < cards.length - 1) select(sel + 1);  // on to the next image
       }
     } catch (e) {
@@ -81,6 +89,14 @@
   const other = document.getElementById("other-label");
   if (other) other.addEventListener("keydown", e => {
     if (e.key === "Enter" && other.value.trim()) { e.preventDefault(); correct(other.value.trim(), e.shiftKey); other.blur(); }
+  });
+  if (countBox) countBox.addEventListener("keydown", e => {
+    if (e.key !== "Enter" || sel < 0) return;
+    e.preventDefault();
+    const now = cards[sel].dataset.label;
+    if (!now || now === "undefined") { say("Give this photo a label with its count.", true); return; }
+    countBox.blur();
+    correct(now, false);
   });
   const confirm = document.getElementById("confirm");
   function confirmMachine(wholeEvent) {
