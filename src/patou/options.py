@@ -25,6 +25,8 @@ EVENT_GAP = 20.0  # seconds between shots of one site that still belong to one e
 GUARD_THRESHOLD = 0.1
 GUARD_COOLDOWN = 60.0  # seconds (image clock) after a firing during which a site does not fire again
 ACTION_TIMEOUT = 30.0  # seconds after which a guard action is abandoned
+STREAM_RATE = 2.0  # frames of a guard's stream sent to the models per second, at most
+STREAM_MOTION = 0.002  # fraction of a stream frame's thumbnail that must change (0.2 %: about an 80 px animal at 2048 px)
 MAX_PIXELS = 100_000_000  # images that would decode to more are refused unread (decompression bombs)
 VIDEO_FPS = 1.0  # frames sampled per second of video (DeepFaune: 1)
 VIDEO_FRAMES = 8  # how many frames at most (DeepFaune: 8)
@@ -180,9 +182,12 @@ class Options:
         return dataclasses.replace(self, **changes)
 
     def kwargs_for(self, fn: Callable) -> dict:
-        """The fields `fn` takes as keywords, by name: callers pass the record, not a list of names."""
+        """The fields `fn` takes as keyword-only parameters, by name: callers pass the record, not a
+        list of names. Its positional parameters are what it works on, never options (replay's
+        `photos` folder is not the guard's --photos)."""
         params = inspect.signature(fn).parameters
-        return {f.name: getattr(self, f.name) for f in self.fields() if f.name in params}
+        return {f.name: getattr(self, f.name) for f in self.fields()
+                if f.name in params and params[f.name].kind is inspect.Parameter.KEYWORD_ONLY}
 
     def check(self) -> None:
         """A ValueError naming the option, for values no run could use."""
@@ -299,6 +304,12 @@ class RunOptions(Options):
 class GuardOptions(Options):
     """`patou guard`'s options, live (`Guard`) and `--replay` alike (each takes the fields it knows)."""
 
+    streams: tuple[str, ...] = option(
+        (), "[SITE=]URL_OR_DEVICE: a live camera (rtsp://, http(s):// MJPEG, /dev/video0), one site each (repeatable; "
+        "with or without --watch).", flags=("--stream",), cli=list[str], cli_name="stream", cli_default=[])
+    rules: Optional[str] = option(
+        None, "TOML rules file: targets, thresholds, deter/notify actions, cooldowns, schedules, human veto, heartbeat "
+        "(docs/guard.md); replaces --target/--threshold/--cooldown/--action/--notify.", flags=("--rules",), cli=Path)
     model: Optional[str] = model_field(
         "Classifier folder (model .onnx + card .json) or installed model name; default: bundled.")
     target: str = option("bear", "The label that fires the deterrent.", cli=str)
@@ -307,8 +318,15 @@ class GuardOptions(Options):
         "per class: bear=0.1,0.5 (the target's own).", cli=str, cli_default=str(GUARD_THRESHOLD))
     detection_threshold: float = detection_threshold_field("Boxes below this detector confidence are ignored.")
     actions: tuple[str, ...] = option(
-        (), "command:CMD ARGS | http(s)://URL | mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS (repeatable).",
+        (), "Deterrent, never fired with a person in frame: command:CMD ARGS | http(s)://URL | "
+        "mqtt://[user:pass@]host[:port]/topic | gpio:PIN:SECONDS | telegram:BOT_API_URL?chat_id=ID (repeatable).",
         flags=("--action",), cli=list[str], cli_name="action", cli_default=[])
+    notify: tuple[str, ...] = option(
+        (), "Notification with the photo, sent also when a person in frame holds the deterrent (same forms as "
+        "--action; repeatable).", flags=("--notify",), cli=list[str], cli_default=[])
+    heartbeat: Optional[float] = option(
+        None, "Hours without a photo or frame from a camera after which one alert goes out (through --notify), then "
+        "one recovery.", flags=("--heartbeat",), cli=float)
     cooldown: float = option(
         GUARD_COOLDOWN, "Seconds (image clock) after a firing during which the same site does not fire again.",
         cli=float)
@@ -338,9 +356,19 @@ class GuardOptions(Options):
         "fire; 0 = no limit.", cli=float)
     site_depth: Optional[int] = site_depth_field(
         "Folder levels below the watched folder that name the site (default: the whole parent folder).")
+    rate: float = option(
+        STREAM_RATE, "Streams: frames sent to the models per second per stream, at most (the motion gate sees 4x as "
+        "many, the newest each time; the others are dropped).", cli=float)
+    motion: float = option(
+        STREAM_MOTION, "Streams: fraction of a frame that must move for it to go to the models (0 = every frame).",
+        cli=float)
+    photos: Optional[str] = option(
+        None, "Where the photos of firings and notifications, boxes drawn, are kept [default: guard-photos/ beside "
+        "--db].", flags=("--photos",), cli=Path)
 
     def __post_init__(self):
-        object.__setattr__(self, "actions", tuple(self.actions or ()))
+        for name in ("streams", "actions", "notify"):
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         # the guard fires on one class: a per-class --threshold gives the target's own number
         object.__setattr__(self, "threshold", Thresholds.of_value(self.threshold).of(self.target))
 

@@ -3,6 +3,7 @@
 Waits are generous "within N seconds" polls, never timing assertions. One Analyser instance is
 shared by the in-process guards (loading the sessions once keeps these tests short).
 """
+import io
 import json
 import shutil
 import signal
@@ -166,7 +167,7 @@ def test_bear_fires_command_empty_and_fox_do_not_second_bear_cools_down(real, mo
         wait_for(lambda: rows(db, "SELECT ok FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
         text = status(db)  # readable while the guard runs
     assert "4 images processed" in text and "1 cooldown, 1 fired" in text and "ok of 1" in text
-    assert "latency from file written to action start: p50" in text and "8831.jpg" in text
+    assert "latency from file written (frame received) to action start: p50" in text and "8831.jpg" in text
 
 
 @pytest.mark.slow
@@ -295,13 +296,17 @@ def test_archive_waits_for_an_upload_that_pauses_and_keeps_it_whole(real, models
         shutil.rmtree(archive, ignore_errors=True)
 
 
-def test_http_action_receives_the_event_json(real, models, tmp_path):
+def test_http_action_receives_the_event_json_and_the_photo(real, models, tmp_path):
+    from PIL import Image
+    from stream_servers import RED, drawn, parse_multipart
+
     got = []
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            got.append((self.headers["Content-Type"], body))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            ctype = self.headers["Content-Type"]
+            got.append((ctype, json.loads(body) if ctype == "application/json" else parse_multipart(ctype, body)))
             self.send_response(500 if len(got) == 1 else 200)  # the first try fails: retried
             self.end_headers()
 
@@ -312,17 +317,25 @@ def test_http_action_receives_the_event_json(real, models, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/hook"
-        with running(tmp_path, models, [url]) as (g, incoming):
+        with running(tmp_path, models, [url, url.replace("/hook", "/plain#json")]) as (g, incoming):
             drop(real, BEAR_1, incoming)
-            wait_for(lambda: len(got) == 2, what="the HTTP hook to get the event (after one retry)")
-            wait_for(lambda: rows(g.journal.path, "SELECT ok, detail FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
-            attempt = rows(g.journal.path, "SELECT ok, detail FROM attempts")
+            wait_for(lambda: len(got) == 3, what="the HTTP hooks to get the event (one after a retry)")
+            wait_for(lambda: len(rows(g.journal.path, "SELECT ok FROM attempts WHERE ok IS NOT NULL")) == 2,
+                     what="the attempts' outcomes")
+            attempt = rows(g.journal.path, "SELECT action, ok, detail FROM attempts ORDER BY action")
     finally:
         server.shutdown()
-    ctype, event = got[-1]
-    assert ctype == "application/json"
+    (ctype, fields), = [x for x in got if x[0].startswith("multipart/form-data")][-1:]
+    event = json.loads(fields["event"][0])
     assert event["target"] == "bear" and event["score"] >= DEFAULT_GUARD_THRESHOLD and event["trigger_id"] == 1
-    assert attempt == [(1, "HTTP 200 (try 2)")]
+    photo, name = fields["photo"]
+    assert name.endswith(".jpg") and Path(event["photo"]).read_bytes() == photo  # the saved photo, sent
+    img = Image.open(io.BytesIO(photo))
+    assert img.format == "JPEG" and max(img.size) <= 1024
+    assert drawn(photo, RED) > 100  # the bear's box is drawn in red
+    plain = [b for c, b in got if c == "application/json"]
+    assert plain and plain[0]["trigger_id"] == 1  # #json: the JSON alone, as before photos
+    assert sorted(ok_detail[1:] for ok_detail in attempt) == [(1, "HTTP 200 (try 1)"), (1, "HTTP 200 (try 2)")]
 
 
 @pytest.mark.slow
@@ -412,27 +425,71 @@ def _fake_mqtt_broker(received: list):
                     n = int.from_bytes(body[:2], "big")
                     topic, rest = body[2:2 + n].decode(), body[2 + n:]
                     msg_id, payload = rest[:2], rest[2:]
-                    received.append((topic, (kind >> 1) & 3, json.loads(payload)))
+                    received.append((topic, (kind >> 1) & 3, payload))
                     conn.sendall(b"\x40\x02" + msg_id)
 
     threading.Thread(target=serve, daemon=True).start()
     return srv
 
 
-def test_mqtt_action_publishes_the_event_json(real, models, tmp_path):
+def _check_mqtt_messages(received: list) -> None:
+    """The photo on <topic>/photo first, then the event JSON on <topic>, both QoS 1."""
+    assert [(t, q) for t, q, _ in received] == [("patou/alerts/photo", 1), ("patou/alerts", 1)]
+    photo, event = received[0][2], json.loads(received[1][2])
+    assert photo[:3] == b"\xff\xd8\xff" and Path(event["photo"]).read_bytes() == photo
+    assert event["target"] == "bear" and event["trigger_id"] == 1 and event["photo_topic"] == "patou/alerts/photo"
+
+
+def test_mqtt_action_publishes_the_photo_and_the_event_to_a_real_broker(real, models, tmp_path):
+    from stream_servers import MOSQUITTO, mosquitto
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto not installed (apt-get install mosquitto; .ci/run does): the fake-broker test runs instead")
+    import paho.mqtt.client as mqtt
+
+    received = []
+    with mosquitto(tmp_path) as port:
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="patou-test-sub")
+        sub.username_pw_set("patou", "s3cret-pw")
+        sub.on_message = lambda c, u, m: received.append((m.topic, m.qos, m.payload))
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_connect = lambda c, *a: c.subscribe("patou/alerts/#", qos=1)
+        sub.connect("127.0.0.1", port)
+        sub.loop_start()
+        try:
+            assert subscribed.wait(WAIT), "the test subscriber could not subscribe"
+            url = f"mqtt://patou:s3cret-pw@127.0.0.1:{port}/patou/alerts"
+            with running(tmp_path, models, [url]) as (g, incoming):
+                drop(real, BEAR_1, incoming)
+                wait_for(lambda: len(received) == 2, what="the broker to deliver the photo and the alert")
+                wait_for(lambda: rows(g.journal.path, "SELECT ok FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
+                attempts = rows(g.journal.path, "SELECT action, ok FROM attempts")
+        finally:
+            sub.loop_stop()
+            sub.disconnect()
+    _check_mqtt_messages(received)
+    assert attempts == [(f"mqtt://127.0.0.1:{port}/patou/alerts", 1)]  # the password is never logged
+    assert "s3cret-pw" not in (tmp_path / "guard.sqlite").read_bytes().decode("latin-1")
+
+
+def test_mqtt_action_with_the_fake_broker_when_mosquitto_is_absent(real, models, tmp_path):
+    from stream_servers import MOSQUITTO
+
+    if MOSQUITTO is not None:
+        pytest.skip("mosquitto is installed: the real-broker test covers MQTT (this fake is the fallback)")
     received = []
     srv = _fake_mqtt_broker(received)
     try:
         url = f"mqtt://127.0.0.1:{srv.getsockname()[1]}/patou/alerts"
         with running(tmp_path, models, [url]) as (g, incoming):
             drop(real, BEAR_1, incoming)
-            wait_for(lambda: received, what="the broker to receive the alert")
+            wait_for(lambda: len(received) == 2, what="the broker to receive the photo and the alert")
             wait_for(lambda: rows(g.journal.path, "SELECT ok FROM attempts WHERE ok IS NOT NULL"), what="the attempt's outcome")
             assert rows(g.journal.path, "SELECT ok FROM attempts") == [(1,)]
     finally:
         srv.close()
-    topic, qos, event = received[0]
-    assert topic == "patou/alerts" and qos == 1 and event["target"] == "bear" and event["trigger_id"] == 1
+    _check_mqtt_messages(received)
 
 
 @pytest.mark.slow

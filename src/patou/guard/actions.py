@@ -1,12 +1,16 @@
-"""What the guard does when it fires: run a command, POST to a URL, publish MQTT, drive a GPIO pin.
+"""What the guard does when it fires: run a command, POST to a URL, publish MQTT, drive a GPIO pin, send to a bot.
 
 Every action runs in a thread pool with its own timeout, so a siren that hangs or a dead endpoint
 never blocks the watcher; each attempt (start, latency, duration, outcome) goes to the journal.
 
   command:/usr/local/bin/siren --seconds 20   event JSON on stdin, PATOU_* environment variables
-  http://host/hook, https://...               POST the event JSON, 3 tries with back-off
-  mqtt://[user:pass@]broker[:1883]/topic      publish the event JSON, QoS 1 (mqtts:// for TLS)
+  http://host/hook, https://...               POST the event JSON and its photo (multipart/form-data:
+                                              fields event, photo), 3 tries with back-off; a URL
+                                              ending in #json POSTs the JSON alone
+  mqtt://[user:pass@]broker[:1883]/topic      publish the photo on topic/photo, then the event JSON,
+                                              QoS 1 (mqtts:// for TLS)
   gpio:PIN:SECONDS                            pin (BCM number) high for SECONDS, via gpiozero
+  telegram:https://api.telegram.org/bot<TOKEN>?chat_id=<ID>   the photo and a caption (a Telegram-style bot API)
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 from ..options import ACTION_TIMEOUT
+from .notify import event_parts, multipart, read_photo, summary
 
 DEFAULT_TIMEOUT = ACTION_TIMEOUT
 
@@ -34,6 +40,7 @@ class ActionError(Exception):
 
 class Action:
     kind = "action"
+    sends_photo = False  # it reads the trigger's photo: it waits until the photo is saved
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT):
         self.spec, self.timeout = spec, timeout
@@ -52,8 +59,11 @@ class Action:
 def event_env(event: dict) -> dict[str, str]:
     keys = {"PATOU_TRIGGER_ID": "trigger_id", "PATOU_EVENT_ID": "event_id", "PATOU_SITE": "site",
             "PATOU_TARGET": "target", "PATOU_SCORE": "score", "PATOU_EVENT_MEAN": "event_mean",
-            "PATOU_REASON": "reason", "PATOU_IMAGE": "image", "PATOU_TIME": "image_time"}
-    return {k: "" if event.get(v) is None else str(event[v]) for k, v in keys.items()}
+            "PATOU_REASON": "reason", "PATOU_IMAGE": "image", "PATOU_TIME": "image_time",
+            "PATOU_RULE": "rule", "PATOU_OUTCOME": "outcome", "PATOU_PHOTO": "photo", "PATOU_KIND": "kind"}
+    env = {k: "" if event.get(v) is None else str(event[v]) for k, v in keys.items()}
+    env["PATOU_TEXT"] = summary(event)
+    return env
 
 
 class CommandAction(Action):
@@ -81,21 +91,33 @@ class CommandAction(Action):
 
 class HttpAction(Action):
     kind = "http"
+    sends_photo = True
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT, tries: int = 3, backoff: float = 0.5):
         super().__init__(spec, timeout)
         self.tries, self.backoff = tries, backoff
+        self.url, _, fragment = spec.partition("#")
+        self.json_only = fragment.lower() == "json"
+
+    def __str__(self) -> str:  # never log a password
+        u = urllib.parse.urlsplit(self.spec)
+        if u.password is None:
+            return self.spec
+        return self.spec.replace(f":{u.password}@", ":***@", 1)
 
     def run(self, event: dict) -> str:
-        body = json.dumps(event).encode()
+        if self.json_only or not event.get("photo"):
+            body, ctype = json.dumps(event).encode(), "application/json"
+        else:
+            body, ctype = event_parts(event)
         deadline = time.monotonic() + self.timeout
         last, i = "", 0
         for i in range(self.tries):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            req = urllib.request.Request(self.spec, data=body, method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "patou-guard"})
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": ctype, "User-Agent": "patou-guard"})
             try:
                 with urllib.request.urlopen(req, timeout=min(left, 10.0)) as resp:
                     return f"HTTP {resp.status} (try {i + 1})"
@@ -111,6 +133,7 @@ class HttpAction(Action):
 
 class MqttAction(Action):
     kind = "mqtt"
+    sends_photo = True
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(spec, timeout)
@@ -140,12 +163,18 @@ class MqttAction(Action):
         except OSError as e:
             raise ActionError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
         client.loop_start()
+        photo = read_photo(event)
         try:
-            info = client.publish(self.topic, json.dumps(event), qos=1)
-            info.wait_for_publish(timeout=self.timeout)
-            if not info.is_published():
-                raise ActionError(f"not acknowledged within {self.timeout:g} s")
-            return f"published to {self.topic}"
+            sent = []
+            messages = [(f"{self.topic}/photo", photo)] if photo is not None else []
+            body = dict(event, photo_topic=f"{self.topic}/photo") if photo is not None else event
+            for topic, payload in messages + [(self.topic, json.dumps(body))]:
+                info = client.publish(topic, payload, qos=1)
+                info.wait_for_publish(timeout=self.timeout)
+                if not info.is_published():
+                    raise ActionError(f"not acknowledged within {self.timeout:g} s ({topic})")
+                sent.append(topic)
+            return f"published to {', '.join(sent)}"
         finally:
             client.disconnect()
             client.loop_stop()
@@ -198,6 +227,52 @@ class GpioAction(Action):
                 self._device = None
 
 
+class TelegramAction(Action):
+    """telegram:https://api.telegram.org/bot<TOKEN>?chat_id=<ID>: the photo with the text as caption."""
+
+    kind = "telegram"
+    sends_photo = True
+
+    def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT):
+        super().__init__(spec, timeout)
+        u = urllib.parse.urlsplit(spec.split(":", 1)[1])
+        chat = urllib.parse.parse_qs(u.query).get("chat_id", [""])[0]
+        if u.scheme not in ("http", "https") or not u.hostname or not chat:
+            raise ValueError(f"action {self}: expected telegram:https://api.telegram.org/bot<TOKEN>?chat_id=<CHAT>")
+        self.base = urllib.parse.urlunsplit((u.scheme, u.netloc, u.path.rstrip("/"), "", ""))
+        self.chat = chat
+
+    def __str__(self) -> str:  # never log the bot token (the path) or a password
+        try:
+            u = urllib.parse.urlsplit(self.spec.split(":", 1)[1])
+            chat = urllib.parse.parse_qs(u.query).get("chat_id", ["?"])[0]
+            return f"telegram:{u.hostname}{':' + str(u.port) if u.port else ''} chat {chat}"
+        except ValueError:
+            return "telegram:(unreadable)"
+
+    def run(self, event: dict) -> str:
+        text, photo = summary(event), read_photo(event)
+        if photo is not None:
+            body, ctype = multipart([("chat_id", self.chat, None, None), ("caption", text[:1024], None, None),
+                                     ("photo", photo, Path(event["photo"]).name, "image/jpeg")])
+            url = f"{self.base}/sendPhoto"
+        else:
+            body = urllib.parse.urlencode({"chat_id": self.chat, "text": text}).encode()
+            ctype, url = "application/x-www-form-urlencoded", f"{self.base}/sendMessage"
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": ctype, "User-Agent": "patou-guard"})
+        try:
+            with urllib.request.urlopen(req, timeout=min(self.timeout, 30.0)) as resp:
+                reply = json.loads(resp.read(100_000) or b"{}")
+        except urllib.error.HTTPError as e:
+            raise ActionError(f"HTTP {e.code} from the bot API") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise ActionError(f"bot API: {getattr(e, 'reason', e)}") from None
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise ActionError(f"bot API refused: {str(reply)[:200]}")
+        return f"{'photo' if photo is not None else 'message'} sent to chat {self.chat}"
+
+
 def _require(module: str, package: str, spec: str) -> None:
     import importlib.util
 
@@ -216,24 +291,74 @@ def parse_action(spec: str, timeout: float = DEFAULT_TIMEOUT, pin_factory=None) 
         return MqttAction(spec, timeout)
     if low.startswith("gpio:"):
         return GpioAction(spec, timeout, pin_factory=pin_factory)
-    raise ValueError(f"action {spec!r}: expected command:..., http(s)://..., mqtt://... or gpio:PIN:SECONDS")
+    if low.startswith("telegram:"):
+        return TelegramAction(spec, timeout)
+    raise ValueError(f"action {spec!r}: expected command:..., http(s)://..., mqtt://..., gpio:PIN:SECONDS "
+                     "or telegram:BOT_API_URL?chat_id=ID")
 
 
 class Dispatcher:
-    """Runs every action of a trigger at once in worker threads; logs each attempt."""
+    """Runs the actions of a trigger at once in worker threads; logs each attempt.
+
+    `run` takes the attempts the journal planned with the trigger (each may wait its jitter delay
+    first); an attempt without a plan (id None: the log could not be written) is logged as it starts."""
 
     def __init__(self, actions: list[Action], journal, log: Callable[[str], None] = print):
         self.actions, self.journal, self.log = actions, journal, log
+        self.by_name = {str(a): a for a in actions}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(actions)), thread_name_prefix="action")
+        self._timers: list[threading.Timer] = []  # jittered attempts wait here, not in a worker
+        self._photos: dict[str, threading.Event] = {}  # photo path -> set once it is saved
+        self._lock = threading.Lock()
+        self._closed = False
 
-    def fire(self, trigger_id: int, event: dict, arrived: float | None = None) -> list:
-        return [self.pool.submit(self._attempt, a, trigger_id, event, arrived) for a in self.actions]
+    def run(self, trigger_id: int, event: dict, arrived: float | None,
+            planned: list[tuple[int | None, Action, float]]) -> None:
+        """Planned attempts (attempt id, action, delay s), each in a worker once its delay is over."""
+        for aid, action, delay in planned:
+            args = (action, trigger_id, event, arrived, aid)
+            if delay > 0:
+                t = threading.Timer(delay, self._submit, args)
+                t.daemon = True
+                with self._lock:
+                    self._timers = [x for x in self._timers if x.is_alive()] + [t]
+                t.start()
+            else:
+                self._submit(*args)
 
-    def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None) -> bool:
+    def expect_photo(self, path: str) -> None:
+        """The photo at `path` is being drawn: actions that send it wait for photo_saved(path)."""
+        with self._lock:
+            self._photos[path] = threading.Event()
+
+    def photo_saved(self, path: str) -> None:
+        """Saved (or given up on: the senders then go without it)."""
+        with self._lock:
+            ev = self._photos.pop(path, None)
+        if ev is not None:
+            ev.set()
+
+    def _submit(self, *args) -> None:
+        with self._lock:
+            if self._closed:
+                return  # stopping: a planned attempt that never began runs after the restart
+            self.pool.submit(self._attempt, *args)
+
+    def _attempt(self, action: Action, trigger_id: int, event: dict, arrived: float | None,
+                 planned: int | None = None) -> bool:
+        if action.sends_photo and event.get("photo"):
+            with self._lock:
+                drawing = self._photos.get(event["photo"])
+            if drawing is not None:
+                drawing.wait(10.0)  # a deterrent that sends the photo (an http hook) waits for it
         started = time.time()
+        latency = started - arrived if arrived else None
         try:
-            attempt = self.journal.attempt_started(trigger_id, str(action), started,
-                                                   started - arrived if arrived else None)
+            if planned is None:
+                attempt = self.journal.attempt_started(trigger_id, str(action), started, latency)
+            else:
+                attempt = planned
+                self.journal.attempt_begins(planned, started, latency)
         except Exception as e:  # the log is full or broken: still act, the deterrent matters more
             attempt = None
             self.log(f"error: cannot log the attempt of {action}: {e}")
@@ -253,6 +378,10 @@ class Dispatcher:
         return ok
 
     def close(self, wait: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            for t in self._timers:
+                t.cancel()
         self.pool.shutdown(wait=wait, cancel_futures=not wait)
         for a in self.actions:
             a.close()
