@@ -84,7 +84,7 @@ def main() -> None:
                                            for s in v.shape]) for k, v in sd["state_dict"].items()}
         torch.save({"args": sd["args"], "state_dict": wide}, tmp / "stride0.pt")
         env = {**__import__("os").environ, "PATOU_MODELS": str(tmp / "models")}
-        r = patou("models", "install", "deepfaune", "--from", tmp / "stride0.pt", "--accept-licence", env=env)
+        r = patou("models", "install", "deepfaune", "--version", "1.4", "--from", tmp / "stride0.pt", "--accept-licence", env=env)
         print(f"  models install --from a {(tmp / 'stride0.pt').stat().st_size / 1e3:.0f} kB stride-0 checkpoint "
               f"declaring width 4096: {r['s']:.1f} s, peak {r['peak_mb']:.0f} MB, exit {r['exit']}: {r['last']}")
     finally:

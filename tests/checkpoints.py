@@ -35,3 +35,26 @@ def make_checkpoint(path, num_classes=38, depth=2, dim=64, hidden=128, grid=37, 
             "state_dict": {"base_model." + k: v for k, v in sd.items()}}
     torch.save(ckpt, path)
     return Path(path)
+
+
+def make_dinov3_checkpoint(path, num_classes=40, depth=2, dim=128, hidden=512, registers=4, seed=0,
+                           backbone="vit_large_patch16_dinov3.lvd1689m"):
+    """DeepFaune 1.5's layout (timm's Eva keys for its DINOv3 ViT under 'base_model.'), random weights,
+    without timm: the keys and shapes are convert/eva.py's, which tests/convert/test_deepfaune_reference.py
+    proves equal to timm's on the fixtures timm made."""
+    from patou.convert.eva import expected_shapes
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in expected_shapes(dim, depth, 16, hidden, registers, num_classes).items():
+        r = torch.randn(*shape, generator=g)
+        leaf = k.rsplit(".", 1)[-1]
+        if "norm" in k:
+            sd[k] = 1 + 0.05 * r if leaf == "weight" else 0.05 * r
+        elif leaf in ("bias", "cls_token", "reg_token") or leaf.startswith("gamma"):
+            sd[k] = 0.05 * r if leaf == "bias" else 0.5 * r
+        else:  # weights scaled by fan-in, so a full-size ViT-L stays numerically sane
+            sd[k] = r * ((8.0 if k.startswith("head") else 1.6) / r[0].numel() ** 0.5)
+    torch.save({"args": {"backbone": backbone, "num_classes": num_classes, "lr": 1e-4},
+                "state_dict": {"base_model." + k: v for k, v in sd.items()}}, path)
+    return Path(path)

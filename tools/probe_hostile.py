@@ -234,7 +234,7 @@ def class3():
         big["state_dict"][k] = torch.zeros(1).expand(*shape)
     torch.save(big, TMP / "stride0.pt")
     kb = (TMP / "stride0.pt").stat().st_size / 1024
-    p = patou("models", "install", "deepfaune", "--from", TMP / "stride0.pt", "--accept-licence", timeout=1800)
+    p = patou("models", "install", "deepfaune", "--version", "1.4", "--from", TMP / "stride0.pt", "--accept-licence", timeout=1800)
     report(3, f"stride-0 checkpoint width 4096 ({kb:.0f} KB)", p,
            [f"PEAK={p.max_rss_mb:.0f}MB"] if (p.max_rss_mb or 0) > 1500 else [],
            f"{p.seconds:.1f} s, peak {p.max_rss_mb or 0:.0f} MB")
@@ -318,7 +318,7 @@ def class5():
     torch.save({"args": {"backbone": ["x"], "num_classes": "38"}, "state_dict": sd["state_dict"]}, TMP / "args_types.pt")
     torch.save([1, 2, 3], TMP / "list.pt")
     for f in ("zero.pt", "trunc.pt", "args_list.pt", "sd_strings.pt", "sd_list.pt", "args_types.pt", "list.pt"):
-        p = patou("models", "install", "deepfaune", "--from", TMP / f, "--accept-licence")
+        p = patou("models", "install", "deepfaune", "--version", "1.4", "--from", TMP / f, "--accept-licence")
         left = [x.name for x in (TMP / "models").iterdir() if x.name.startswith(".") and x.name != ".downloads"] \
             if (TMP / "models").exists() else []
         report(5, f"install --from {f}", p, [f"LEFT:{left}"] if left else [])

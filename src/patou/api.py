@@ -119,7 +119,7 @@ def run(
         ray_info = analyse(records, todo, checkpoint, analyser, opts, detection_threshold, log, progress)
         t_infer = time.perf_counter()
 
-        decide(records, time_sources, detection_threshold, opts, boxes)
+        decide(records, time_sources, detection_threshold, opts, boxes, analyser.classifier.event_logit_scale)
         write(records, folder, analyser, detection_threshold, opts, inputs)
         t_write = time.perf_counter()
 
@@ -246,18 +246,19 @@ def analyse(records: list[ImageRecord], todo: list[ImageRecord], checkpoint: Che
 
 
 def decide(records: list[ImageRecord], time_sources: list[str], detection_threshold: float, opts: RunOptions,
-           boxes: BoxSource | None = None) -> None:
-    """Capture times, image verdicts and counts, events and their verdicts and MaxN; the labels
-    the boxes came with (a SpeciesNet file's), beside patou's."""
+           boxes: BoxSource | None = None, logit_scale: float | None = None) -> None:
+    """Capture times, image verdicts and counts, events and their verdicts and MaxN (averaged as the
+    classifier's card says: `logit_scale`, see decide.py); the labels the boxes came with (a
+    SpeciesNet file's), beside patou's."""
     assign_times(records, time_sources)
     given = getattr(boxes, "labels", None) or {}
     for r in records:
         r.source_label, r.source_score = given.get(str(r.path), (None, None))
     thresholds = opts.thresholds
     for r in records:
-        decide_image(r, detection_threshold, thresholds, opts.target)
+        decide_image(r, detection_threshold, thresholds, opts.target, logit_scale)
     for event in group_events(records, opts.event_gap):
-        decide_event(event, thresholds, opts.target, detection_threshold)
+        decide_event(event, thresholds, opts.target, detection_threshold, logit_scale)
 
 
 def write(records: list[ImageRecord], folder: RunFolder, analyser: Analyser, detection_threshold: float,

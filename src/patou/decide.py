@@ -10,11 +10,21 @@ Thresholds may differ per class (`--threshold bear=0.3,wolf=0.6,0.5`): a label s
 score reaches its own class's threshold, else the verdict is `undefined`. Counts follow the
 verdict: an image's `count` is its boxes of the winning class at or above that threshold, an
 event's `event_count` the most such boxes in any one of its photos (MaxN).
+
+The mean is of the images' probabilities, unless the classifier's card gives its publisher's rule:
+`logit_scale` s (models/classifier.event_logit_scale) makes it the softmax of the images' mean logit
+at the card's event temperature, computed from the probabilities as softmax(s * mean log p).
 """
 from __future__ import annotations
 
+import math
+
 from .options import Thresholds
 from .record import EMPTY, UNDEFINED, Detection, ImageRecord
+
+# a probability of 0 in a log mean (float32 underflow, or a label an image was not scored on, such as
+# a MegaDetector person box's): the smallest float32, so it weighs as the least the network can say
+LOG_FLOOR = 1e-45
 
 # MegaDetector category names -> patou label decided without the classifier
 DIRECT_LABELS = {"person": "human", "human": "human", "vehicle": "vehicle"}
@@ -35,14 +45,14 @@ def _thresholds(t) -> Thresholds:
 
 
 def decide_image(r: ImageRecord, detection_threshold: float, threshold: float | Thresholds,
-                 target: str | None = None) -> None:
+                 target: str | None = None, logit_scale: float | None = None) -> None:
     """Label = the class with the highest score over the boxes kept; `undefined` below its threshold."""
     thr = _thresholds(threshold)
     if r.failure:
         r.label = r.score = r.scores = r.target_score = r.count = None
         return
     if r.frames_processed:
-        return _decide_video(r, detection_threshold, thr, target)
+        return _decide_video(r, detection_threshold, thr, target, logit_scale)
     kept = [d for d in r.detections if d.conf >= detection_threshold and d.scores]
     if not kept:
         # how sure we are it is empty: 1 - the best box the detector did see
@@ -77,11 +87,11 @@ def count_boxes(r: ImageRecord, label: str | None, detection_threshold: float, t
 
 
 def decide_event(event: list[ImageRecord], threshold: float | Thresholds, target: str | None = None,
-                 detection_threshold: float | None = None) -> None:
+                 detection_threshold: float | None = None, logit_scale: float | None = None) -> None:
     """Average the class scores of the event's non-empty images; all empty -> `empty`. With the
     detection threshold, also the event's MaxN (`event_count`)."""
     thr = _thresholds(threshold)
-    label, score, _, target_score = _average(event, thr, target)
+    label, score, _, target_score = _average(event, thr, target, logit_scale)
     n = None
     if detection_threshold is not None:
         n = event_count(event, label, detection_threshold, thr)
@@ -99,13 +109,25 @@ def event_count(event: list[ImageRecord], label: str | None, detection_threshold
     return max(counts) if label == EMPTY else max(1, max(counts))
 
 
-def _average(records: list[ImageRecord], thr: Thresholds, target: str | None):
+def mean_scores(scores: list[dict[str, float]], logit_scale: float | None = None) -> dict[str, float]:
+    """The average of several images' class scores: their mean, or with `logit_scale` s the softmax
+    of s times their mean log (the publisher's mean-logit rule, see the module's docstring)."""
+    labels = dict.fromkeys(k for sc in scores for k in sc)  # MD person/vehicle may add a label
+    if logit_scale is None:
+        return {k: sum(sc.get(k, 0.0) for sc in scores) / len(scores) for k in labels}
+    z = {k: logit_scale * sum(math.log(max(sc.get(k, 0.0), LOG_FLOOR)) for sc in scores) / len(scores) for k in labels}
+    top = max(z.values())
+    e = {k: math.exp(v - top) for k, v in z.items()}
+    total = sum(e.values())
+    return {k: v / total for k, v in e.items()}
+
+
+def _average(records: list[ImageRecord], thr: Thresholds, target: str | None, logit_scale: float | None = None):
     """(label, score, mean scores, target score) over the records' non-empty verdicts."""
     scored = [r for r in records if r.scores]
     if not scored:
         return EMPTY, min(r.score for r in records), None, (0.0 if target else None)
-    labels = dict.fromkeys(k for r in scored for k in r.scores)  # MD person/vehicle may add a label
-    mean = {k: sum(r.scores.get(k, 0.0) for r in scored) / len(scored) for k in labels}
+    mean = mean_scores([r.scores for r in scored], logit_scale)
     top = max(mean, key=mean.get)
     score = mean[top]
     label = top if score >= thr.of(top) else UNDEFINED
@@ -113,11 +135,12 @@ def _average(records: list[ImageRecord], thr: Thresholds, target: str | None):
     return label, score, mean, target_score
 
 
-def _decide_video(r: ImageRecord, detection_threshold: float, thr: Thresholds, target: str | None) -> None:
+def _decide_video(r: ImageRecord, detection_threshold: float, thr: Thresholds, target: str | None,
+                  logit_scale: float | None = None) -> None:
     frames = []
     for n in r.frames_processed:
         f = ImageRecord(path=r.path, root=r.root, detections=[d for d in r.detections if d.frame_number == n])
         decide_image(f, detection_threshold, thr, target)
         frames.append(f)
-    r.label, r.score, r.scores, r.target_score = _average(frames, thr, target)
+    r.label, r.score, r.scores, r.target_score = _average(frames, thr, target, logit_scale)
     r.count = count_boxes(r, r.label, detection_threshold, thr)

@@ -386,12 +386,14 @@ def evaluate_model(
     """`patou evaluate`: run the model on labelled DATA exactly as `patou run` does (detector,
     crops, flip, events) and score it against the labels. The label space is the model's labels
     plus `empty` (no box >= detection threshold); an image's probabilities are its verdict's
-    (the best box's class scores), an event's the mean over its non-empty images, as in a run.
+    (the best box's class scores), an event's the mean over its non-empty images, as in a run (or
+    the card's own event rule: decide.py).
     The run's own outputs land in REPORT_DIR/run/."""
     from patou.api import run as patou_run
     from patou.formats.taxa import table_of_card
     from patou.models.card import ModelCard
-    from patou.models.classifier import DEFAULT_CARD
+    from patou.decide import mean_scores
+    from patou.models.classifier import DEFAULT_CARD, event_logit_scale
     from patou.record import EMPTY
     from patou.train.labels import OTHER, collect, parse_merge
 
@@ -424,10 +426,11 @@ def evaluate_model(
     result = patou_run([Path(data)], out / "run", model=model, detection_threshold=detection_threshold,
                        threshold=thresholds.value(), event_gap=event_gap, fast=fast, threads=threads, log=log)
 
-    def proba(r) -> np.ndarray:
+    def proba(r, scores: dict | None = None) -> np.ndarray:
         v = np.zeros(len(labels))
-        if r.scores:
-            for k, x in r.scores.items():
+        scores = r.scores if scores is None else scores
+        if scores:
+            for k, x in scores.items():
                 v[labels.index(group_of.get(k, k))] += x
         else:  # no box: `empty`, as sure as the detector is that nothing is there
             v[labels.index(EMPTY)] = 1.0
@@ -441,9 +444,10 @@ def evaluate_model(
         rows.append((r.path.relative_to(Path(data).absolute()).as_posix(), r.event_id, y, proba(r)))
         events.setdefault(r.event_id, []).append((y, r))
     event_rows = []
+    scale = event_logit_scale(card)  # the card's event rule, as the run decided its events
     for eid, members in events.items():
-        scored = [proba(r) for _, r in members if r.scores]
-        p = np.mean(scored, 0) if scored else proba(members[0][1])
+        scored = [r.scores for _, r in members if r.scores]
+        p = proba(None, mean_scores(scored, scale)) if scored else proba(members[0][1])
         event_rows.append((eid, Counter(y for y, _ in members).most_common(1)[0][0], p))
     skipped = len(images) - len(rows)
     if skipped:

@@ -146,7 +146,9 @@ class Analyser:
             probs = self.classifier.classify(img, boxes)
             labels = self.classifier.labels
             for d, p in zip(boxes, probs):
-                d.scores = {label: round(float(x), 6) for label, x in zip(labels, p)}
+                # 6 significant digits, not 6 decimals: a small probability keeps its size, which a
+                # mean over logits (decide.py, the card's event rule) reads from its log
+                d.scores = {label: float(f"{float(x):.6g}") for label, x in zip(labels, p)}
         return detections
 
 

@@ -30,7 +30,8 @@ from patou.models.classifier import Classifier, crop  # noqa: E402
 from checkpoints import make_checkpoint  # noqa: E402
 
 ENTRY = registry.get("deepfaune")
-CLASSES = ENTRY.versions["1.4"].classes
+V = "1.4"  # the version whose layout (DINOv2 ViT-L/14) the tiny checkpoints here have; 1.5: test_deepfaune_reference
+CLASSES = ENTRY.versions[V].classes
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_vit_matches_layout_and_resizes_grid(checkpoint):
 @pytest.mark.slow
 def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp_path):
     logs = []
-    folder = inst.install("deepfaune", url=server.url, accept_licence=True, skip_self_check=True, log=logs.append)
+    folder = inst.install("deepfaune", V, url=server.url, accept_licence=True, skip_self_check=True, log=logs.append)
     assert folder == models_dir / "deepfaune" and registry.installed() == {"deepfaune": folder}
     assert any("CC BY-SA 4.0" in m for m in logs)  # the licence is shown
     card = ModelCard.load("deepfaune")  # the resolver: a name finds the installed folder
@@ -188,11 +189,11 @@ def test_install_over_http_then_run_on_real_photos(models_dir, server, real, tmp
 def test_interrupted_download_resumes(models_dir, server):
     server.cut_after = 100_000
     with pytest.raises(inst.InstallError, match="interrupted.*resume"):
-        inst.install("deepfaune", url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
+        inst.install("deepfaune", V, url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
     part = models_dir / ".downloads" / (server.path.name + ".part")
     assert part.stat().st_size == 100_000
     _nothing_installed(models_dir)
-    inst.install("deepfaune", url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
+    inst.install("deepfaune", V, url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
     assert server.ranges[-1] == "bytes=100000-"  # the second request asked only for the rest
     card = ModelCard.load("deepfaune")
     assert card.extra["install"]["sha256"] == hashlib.sha256(Path(server.path).read_bytes()).hexdigest()
@@ -200,7 +201,7 @@ def test_interrupted_download_resumes(models_dir, server):
 
 def test_wrong_pinned_sha256_installs_nothing(models_dir, server):
     with pytest.raises(inst.InstallError, match="SHA-256 .* does not match the pinned"):
-        inst.install("deepfaune", url=server.url, sha256="0" * 64, accept_licence=True, skip_self_check=True,
+        inst.install("deepfaune", V, url=server.url, sha256="0" * 64, accept_licence=True, skip_self_check=True,
                      log=lambda m: None)
     _nothing_installed(models_dir)
     assert not list((models_dir / ".downloads").iterdir())  # the corrupt download is not kept
@@ -209,7 +210,7 @@ def test_wrong_pinned_sha256_installs_nothing(models_dir, server):
 @pytest.mark.slow
 def test_pinned_sha256_accepted(models_dir, checkpoint):
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    inst.install("deepfaune", from_file=checkpoint, sha256=digest, accept_licence=True, skip_self_check=True,
+    inst.install("deepfaune", V, from_file=checkpoint, sha256=digest, accept_licence=True, skip_self_check=True,
                  log=lambda m: None)
     assert ModelCard.load("deepfaune").extra["install"]["sha256_pinned"] is True
 
@@ -218,26 +219,39 @@ def test_truncated_file_installs_nothing(models_dir, checkpoint, tmp_path):
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     with pytest.raises(inst.InstallError, match="truncated.pt: not a readable torch checkpoint"):
-        inst.install("deepfaune", from_file=bad, accept_licence=True, skip_self_check=True, log=lambda m: None)
+        inst.install("deepfaune", V, from_file=bad, accept_licence=True, skip_self_check=True, log=lambda m: None)
     _nothing_installed(models_dir)
     assert bad.is_file()  # the user's file is never touched
 
 
-@pytest.mark.parametrize("kind", ["unexpected", "classes", "backbone"])
+@pytest.mark.parametrize("kind", ["unexpected", "classes", "family"])
 def test_checkpoint_that_does_not_fit_installs_nothing(models_dir, tmp_path, kind):
     path = tmp_path / "odd.pt"
+    version = V
     if kind == "unexpected":
         make_checkpoint(path, extra_key="blocks.0.attn.q_norm.weight")
         match = "unexpected keys base_model.blocks.0.attn.q_norm.weight"
     elif kind == "classes":
         make_checkpoint(path, num_classes=34)
         match = "34 classes, this version of deepfaune has 38"
-    else:
-        make_checkpoint(path, backbone="vit_base_patch16_224")
-        match = "backbone 'vit_base_patch16_224'"
+    else:  # a DINOv2 file offered as v1.5 (DINOv3)
+        make_checkpoint(path, num_classes=40)
+        version, match = "1.5", "not a DINOv3 ViT checkpoint: missing base_model.reg_token"
     with pytest.raises(inst.InstallError, match=match):
-        inst.install("deepfaune", from_file=path, accept_licence=True, skip_self_check=True, log=lambda m: None)
+        inst.install("deepfaune", version, from_file=path, accept_licence=True, skip_self_check=True, log=lambda m: None)
     _nothing_installed(models_dir)
+
+
+def test_another_backbone_name_is_a_warning_the_shapes_decide(models_dir, tmp_path):
+    """DeepFaune itself checks only the class count: a file whose args name another backbone but
+    whose tensors are this version's network installs, with a warning naming both."""
+    path = make_checkpoint(tmp_path / "renamed.pt", backbone="vit_large_patch14_dinov2.lvd142m_ft")
+    logs = []
+    inst.install("deepfaune", V, from_file=path, accept_licence=True, skip_self_check=True, log=logs.append)
+    warned = [m for m in logs if m.startswith("warning:")]
+    assert len(warned) == 1 and "'vit_large_patch14_dinov2.lvd142m_ft'" in warned[0]
+    assert "'vit_large_patch14_dinov2.lvd142m'" in warned[0] and "shapes decide" in warned[0]
+    assert registry.installed().keys() == {"deepfaune"}
 
 
 @pytest.mark.slow
@@ -247,7 +261,7 @@ def test_full_disk_installs_nothing(models_dir, checkpoint, monkeypatch):
 
     monkeypatch.setattr(ModelCard, "save", no_space)  # the disk fills up while the card is written
     with pytest.raises(inst.InstallError, match="No space left on device"):
-        inst.install("deepfaune", from_file=checkpoint, accept_licence=True, skip_self_check=True, log=lambda m: None)
+        inst.install("deepfaune", V, from_file=checkpoint, accept_licence=True, skip_self_check=True, log=lambda m: None)
     _nothing_installed(models_dir)
 
 
@@ -275,16 +289,16 @@ def test_full_disk_during_download(models_dir, server, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", fake_open)
     with pytest.raises(inst.InstallError, match=r"\.part: cannot write the download \(No space left on device\)"):
-        inst.install("deepfaune", url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
+        inst.install("deepfaune", V, url=server.url, accept_licence=True, skip_self_check=True, log=lambda m: None)
     _nothing_installed(models_dir)
 
 
 def test_licence_must_be_accepted(models_dir, checkpoint):
     with pytest.raises(inst.InstallError, match="licence of deepfaune 1.4 was not accepted"):
-        inst.install("deepfaune", from_file=checkpoint, log=lambda m: None)
+        inst.install("deepfaune", V, from_file=checkpoint, log=lambda m: None)
     asked = []
     with pytest.raises(inst.InstallError, match="not accepted"):
-        inst.install("deepfaune", from_file=checkpoint, confirm=lambda q: asked.append(q) or False, log=lambda m: None)
+        inst.install("deepfaune", V, from_file=checkpoint, confirm=lambda q: asked.append(q) or False, log=lambda m: None)
     assert asked and "licence" in asked[0]
     _nothing_installed(models_dir)
 
@@ -293,7 +307,7 @@ def test_licence_must_be_accepted(models_dir, checkpoint):
 def test_self_check_refuses_random_weights(models_dir, checkpoint):
     """Random weights do not see the demo bear and fox: the install is refused, nothing is left."""
     with pytest.raises(inst.InstallError, match="self-check failed on the demo photos"):
-        inst.install("deepfaune", from_file=checkpoint, accept_licence=True, log=lambda m: None)
+        inst.install("deepfaune", V, from_file=checkpoint, accept_licence=True, log=lambda m: None)
     _nothing_installed(models_dir)
 
 
@@ -315,7 +329,7 @@ def test_cli_from_list_remove(models_dir, tmp_path):
     assert card.version == "1.3" and len(card.labels) == 34 and card.extra["install"]["from_file"] == str(ckpt)
     int8 = "deepfaune-int8" in registry.installed()
     assert int8 == ("also installed as deepfaune-int8" in p.stderr)  # kept only when it agrees
-    p = cli("install", "deepfaune", "--from", str(ckpt), "--accept-licence", "--skip-self-check")
+    p = cli("install", "deepfaune", "--version", "1.3", "--from", str(ckpt), "--accept-licence", "--skip-self-check")
     assert p.returncode == 2 and "already installed" in p.stderr  # an earlier install is never overwritten
     p = cli("list")
     assert p.returncode == 0 and "installed" in p.stdout and "installable" in p.stdout
@@ -352,7 +366,7 @@ def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
     """Truth labelled with coarse labels (deer) scores a fine-label model with --groups."""
     from patou.evaluate import evaluate_model
 
-    inst.install("deepfaune", from_file=checkpoint, accept_licence=True, skip_self_check=True, log=lambda m: None)
+    inst.install("deepfaune", V, from_file=checkpoint, accept_licence=True, skip_self_check=True, log=lambda m: None)
     rows = list(csv.DictReader(open(real / "LABELS.csv", encoding="utf-8")))
     tree = tmp_path / "labelled"
     for label in ("bear", "deer", "fox"):
@@ -371,7 +385,7 @@ def test_evaluate_at_groups(models_dir, checkpoint, real, tmp_path):
 @pytest.mark.slow
 def test_cli_downloads_with_progress(models_dir, server):
     env = {**os.environ, registry.MODELS_ENV: str(models_dir)}
-    p = subprocess.run([sys.executable, "-m", "patou.cli", "models", "install", "deepfaune", "--url", server.url,
+    p = subprocess.run([sys.executable, "-m", "patou.cli", "models", "install", "deepfaune", "--version", V, "--url", server.url,
                         "--accept-licence", "--skip-self-check", "--keep-download"], capture_output=True, text=True,
                        env=env, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr

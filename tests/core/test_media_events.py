@@ -200,3 +200,28 @@ def test_decide_image_and_event():
     assert bear.event_target_score == pytest.approx((0.7 + 0.45) / 2)
     decide_event([empty], threshold=0.6)
     assert empty.event_label == "empty"
+
+
+def test_event_mean_over_logits_is_the_publishers_rule():
+    """With the card's logit rule (DeepFaune: the softmax of the images' mean logit at the event
+    temperature), decide_event computes it from the images' probabilities alone."""
+    rng = np.random.default_rng(0)
+    labels = ["bear", "fox", "wolf", "deer"]
+    t, te = 1.12, 1.10
+    logits = rng.normal(0, 6, (3, 4))
+    root = Path("/x")
+    records = []
+    for i, z in enumerate(logits):
+        p = np.exp(z / t) / np.exp(z / t).sum()
+        scores = {k: float(f"{float(x):.6g}") for k, x in zip(labels, p.astype(np.float32))}  # as the pipeline keeps them
+        records.append(ImageRecord(path=root / f"{i}.jpg", root=root, detections=[_box(0.9, **scores)]))
+    for r in records:
+        decide_image(r, detection_threshold=0.2, threshold=0.5)
+    decide_event(records, threshold=0.5, logit_scale=t / te)
+    z = logits.mean(0) / te
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    assert records[0].event_label == labels[int(want.argmax())]
+    assert records[0].event_score == pytest.approx(float(want.max()), abs=1e-6)
+    mean = np.mean([[r.scores[k] for k in labels] for r in records], axis=0)
+    decide_event(records, threshold=0.5)  # the default: the mean of the probabilities, another number
+    assert records[0].event_score == pytest.approx(float(mean.max())) and abs(mean.max() - want.max()) > 1e-3

@@ -426,3 +426,20 @@ def test_user_card_mismatches_are_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="not a classification model"):
         Classifier(path)
+
+
+def test_the_publishers_rule_comes_from_the_card(tmp_path):
+    """extra.mirror: false turns the test-time mirror off whatever the caller asks; extra.event_average
+    'logits' gives decide.py the factor temperature / event_temperature; a bad rule is one line."""
+    w, b = _tiny_onnx(tmp_path / "my_model.onnx")
+    path = _user_card(tmp_path, temperature=1.12, mirror=False, event_average="logits", event_temperature=1.10)
+    clf = Classifier(path, flip=True)
+    assert clf.flip is False and clf.event_logit_scale == pytest.approx(1.12 / 1.10)
+    crops = [np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)]
+    logits = np.stack([c.reshape(-1, 3).mean(0) / 255.0 for c in crops]) @ w + b
+    assert np.allclose(clf.predict(crops), softmax(logits, 1.12), atol=1e-5)
+    assert Classifier(_user_card(tmp_path)).flip is True and Classifier(_user_card(tmp_path)).event_logit_scale is None
+    for bad, match in (({"event_average": "median"}, "extra.event_average must be"),
+                       ({"event_average": "logits", "event_temperature": 0}, "must be numbers > 0")):
+        with pytest.raises(ValueError, match=match):
+            Classifier(_user_card(tmp_path, **bad))

@@ -36,34 +36,53 @@ ONNX_TOLERANCE = 1e-3  # max |onnx - torch| on logits, relative to the logits' s
 
 
 # ---------------------------------------------------------------- checkpoint -> torch
-def load_checkpoint(path: Path, entry: Entry, version: Version):
-    """The checkpoint as a torch network, mapped strictly; InstallError naming the file otherwise."""
-    from patou.convert import vit
-    from patou.convert.torch_files import load as load_weights
+PREFIX = "base_model."  # the publisher's module around the timm network (DeepFaune's classifTools.Model)
 
-    try:  # tensors and plain data only (no code runs), mapped from the file: nothing allocated yet
-        ckpt = load_weights(path, "--from", mmap=True)
-    except ValueError as e:
-        raise InstallError(str(e)) from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise InstallError(f"--from {path}: expected a dict with 'args' and 'state_dict' (DeepFaune's layout)")
-    args = ckpt.get("args") or {}
-    if not isinstance(args, dict):
-        raise InstallError(f"--from {path}: 'args' is {type(args).__name__}, expected a dict (DeepFaune's layout)")
-    backbone, classes, n = args.get("backbone"), args.get("num_classes"), len(version.classes)
-    if not (backbone is None or isinstance(backbone, str) and backbone == entry.backbone):
-        raise InstallError(f"--from {path}: backbone {str(backbone)[:80]!r}, expected {entry.backbone!r}")
-    if not (classes is None or type(classes) is int and classes == n):
-        raise InstallError(f"--from {path}: {str(classes)[:20]} classes, this version of {entry.name} has {n}")
+
+def _family(version: Version):
+    from patou.convert import eva, vit
+
+    families = {"dinov2": vit, "dinov3": eva}  # registry `network["family"]` -> patou's network for it
+    return families[version.network.get("family", "dinov2")]
+
+
+def load_checkpoint(path: Path, entry: Entry, version: Version, log: Log = print):
+    """The checkpoint as a torch network, mapped strictly; InstallError naming the file otherwise.
+
+    Read by torch's safe loader, else by the inert unpickler when only its `args` hold what torch
+    will not read (convert/checkpoint.py); the network its shapes declare checked against the
+    registry's before any weight is read; `args` must agree on the class count, while another
+    backbone name is only a warning (DeepFaune itself checks only the class count)."""
+    from patou.convert import checkpoint
+
+    family, n = _family(version), len(version.classes)
+    limits = {**{k: v for k, v in version.network.items() if k != "family"}, "classes": n}
     try:
-        model = vit.from_state_dict(ckpt["state_dict"], prefix="base_model.", limits={**entry.network, "classes": n})
+        with checkpoint.read(path, "--from") as ck:
+            if ck.refused:
+                log(f"--from {path}: torch's safe loader refuses {', '.join(ck.refused[:6])} in it: read "
+                    "with patou's inert unpickler instead (values only; nothing from the file runs)")
+            backbone, classes = ck.args.get("backbone"), ck.args.get("num_classes")
+            if not (classes is None or type(classes) is int and classes == n):
+                kind = "" if type(classes) is int else f" (a {type(classes).__name__})"
+                raise InstallError(f"--from {path}: {str(classes)[:20]} classes{kind}, this version of {entry.name} has {n}")
+            if backbone is not None and backbone != version.backbone:
+                log(f"warning: --from {path}: its args name the backbone {str(backbone)[:80]!r}, not "
+                    f"{version.backbone!r}; the tensors' shapes decide")
+            try:
+                checkpoint.check_limits(family.architecture(checkpoint.strip_prefix(ck.shapes(), PREFIX), PREFIX), limits)
+                state = ck.tensors()  # only now are weights read
+            except ValueError as e:
+                raise InstallError(f"--from {path}: {e}") from None
+    except InstallError:
+        raise
+    except ValueError as e:  # convert/checkpoint.py's one line, naming the file
+        raise InstallError(str(e)) from None
+    try:
+        model = family.from_state_dict(state, prefix=PREFIX, limits=limits)
+        model.set_input_size(version.input_size)
     except ValueError as e:
         raise InstallError(f"--from {path}: {e}") from None
-    if model.head.out_features != n:
-        raise InstallError(f"{path}: the head has {model.head.out_features} outputs, this version of {entry.name} has {n}")
-    if entry.input_size % model.patch:
-        raise InstallError(f"{entry.name}: input size {entry.input_size} is not a multiple of the patch {model.patch}")
-    model.resize_grid(entry.input_size)
     return model
 
 
@@ -239,11 +258,11 @@ def install(
     with building(root, name) as (tmp, tmp_int8):
         t0 = time.perf_counter()
         log("converting to ONNX")
-        model = load_checkpoint(path, entry, ver)
+        model = load_checkpoint(path, entry, ver, log)
         onnx_path = tmp / f"{name}.onnx"
-        export_onnx(model, entry.input_size, onnx_path)
+        export_onnx(model, ver.input_size, onnx_path)
         t_export = time.perf_counter() - t0
-        crops = demo_crops(entry.input_size, entry.resize, entry.resample, list(check_dirs))
+        crops = demo_crops(ver.input_size, entry.resize, entry.resample, list(check_dirs))
         all_crops = [c for cs in crops.values() for c in cs]
         x = _input(all_crops, entry.mean, entry.std)
         conversion = check_against_torch(model, onnx_path, x)
@@ -253,11 +272,13 @@ def install(
         dim = int(model.head.in_features)
         del model
         card = ModelCard(
-            name=name, task=entry.task, file=onnx_path.name, input_size=(entry.input_size, entry.input_size),
+            name=name, task=entry.task, file=onnx_path.name, input_size=(ver.input_size, ver.input_size),
             labels=labels, mean=entry.mean, std=entry.std, resize=entry.resize, licence=ver.licence,
-            source=src_url, description=entry.description, version=vname,
+            source=src_url, description=ver.description, version=vname,
             extra={
                 "outputs": "logits", "crop_margin": 0.0, "resample": entry.resample,
+                # the publisher's decision rule: temperatures, event average, mirror (classifier.py, decide.py)
+                **ver.decision, "mirror": entry.mirror,
                 "groups": groups, "source_classes": list(ver.classes),
                 "camtrap_dp_taxonomy": "camtrap_dp_taxonomy.csv",
                 # the pre-head embedding (normed class token), for few-shot heads trained on it
@@ -266,6 +287,7 @@ def install(
                     "registry": name, "version": vname, "url": src_url, "from_file": str(path) if from_file else None,
                     "sha256": digest, "sha256_pinned": bool(pinned), "citation": entry.citation,
                     "homepage": entry.homepage, "conversion_check": conversion,
+                    **({"reference_check": ver.reference} if ver.reference else {}),
                     "installed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "patou_version": __version__,
                 },

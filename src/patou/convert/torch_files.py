@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import IO
 
 
+class RefusedPickle(ValueError):
+    """The file holds objects besides tensors and plain data (torch's safe loader refused it)."""
+
+
 def load(path: str | Path | IO[bytes], what: str = "", *, mmap: bool = False):
     """The file's contents (plain containers of tensors), or ValueError '<what> <path>: reason'."""
     import torch
@@ -37,8 +41,8 @@ def load(path: str | Path | IO[bytes], what: str = "", *, mmap: bool = False):
         if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
             # torch's own text goes on to suggest weights_only=False: the one thing never to do here
             obj = re.search(r"GLOBAL ([\w.]+)", text)
-            raise ValueError(f"{name}: refused, it holds {obj.group(1)[:80] if obj else 'objects'} besides tensors "
-                             "and plain data (loading that could run code)") from None
+            raise RefusedPickle(f"{name}: refused, it holds {obj.group(1)[:80] if obj else 'objects'} besides tensors "
+                                "and plain data (loading that could run code)") from None
         first = (text.strip().splitlines() or [""])[0]
         raise ValueError(f"{name}: not a readable torch checkpoint ({type(e).__name__}: {first[:200]})") from None
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patou.convert.checkpoint import check_limits
+
 HEAD_DIM = 64  # every DINOv2 ViT (S/B/L/g) has 64-wide attention heads
 EPS = 1e-6  # timm's LayerNorm eps for these models
 
@@ -78,6 +80,10 @@ class DinoV2ViT(nn.Module):
         features = self.norm(x)[:, 0]
         return self.head(features), features
 
+    def set_input_size(self, image_size: int) -> None:
+        """The one input size the exported graph takes (eva.DinoV3Eva has the same method)."""
+        self.resize_grid(image_size)
+
     @torch.no_grad()
     def resize_grid(self, image_size: int) -> None:
         """Resample the position embedding once to `image_size`'s patch grid, as timm does for a
@@ -104,6 +110,29 @@ def expected_keys(depth: int) -> set[str]:
     return keys
 
 
+def architecture(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[str, int]:
+    """Width, depth, patch, MLP width, position grid and classes, read from the tensors' shapes alone
+    (a checkpoint's shapes are known before any weight is read)."""
+    need = ("patch_embed.proj.weight", "pos_embed", "head.weight")
+    missing = [prefix + k for k in need if k not in shapes]
+    if missing:
+        raise ValueError(f"not a ViT checkpoint: missing {', '.join(missing)}")
+    depth = 1 + max((int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit()),
+                    default=-1)
+    for k, ndim in (("patch_embed.proj.weight", 4), ("pos_embed", 3), ("head.weight", 2)):
+        if len(shapes[k]) != ndim:
+            raise ValueError(f"{prefix}{k} has {len(shapes[k])} dimensions, a ViT's has {ndim}")
+    dim, _, patch, _ = shapes["patch_embed.proj.weight"]
+    n_pos = shapes["pos_embed"][1] - 1
+    grid = math.isqrt(max(n_pos, 0))
+    if grid * grid != n_pos:
+        raise ValueError(f"{prefix}pos_embed has {n_pos} patch positions, not a square grid")
+    if depth == 0 or "blocks.0.mlp.fc1.weight" not in shapes:
+        raise ValueError(f"not a ViT checkpoint: no {prefix}blocks.0.mlp.fc1.weight")
+    return {"width": dim, "depth": depth, "patch": patch, "mlp": shapes["blocks.0.mlp.fc1.weight"][0], "grid": grid,
+            "classes": shapes["head.weight"][0]}
+
+
 def from_state_dict(state: dict, prefix: str = "", limits: dict | None = None) -> DinoV2ViT:
     """Build the network the tensors describe and load them strictly: every expected key present,
     no key left over, every shape equal. Raises ValueError naming what does not fit.
@@ -121,31 +150,10 @@ def from_state_dict(state: dict, prefix: str = "", limits: dict | None = None) -
             stray.append(str(k)[:60])
     if stray:
         raise ValueError(f"unexpected keys without the {prefix!r} prefix: {', '.join(sorted(stray)[:5])}")
-    need = ("patch_embed.proj.weight", "pos_embed", "head.weight")
-    missing = [prefix + k for k in need if k not in sd]
-    if missing:
-        raise ValueError(f"not a ViT checkpoint: missing {', '.join(missing)}")
-    depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()),
-                    default=-1)
-    for k, ndim in (("patch_embed.proj.weight", 4), ("pos_embed", 3), ("head.weight", 2)):
-        if sd[k].ndim != ndim:
-            raise ValueError(f"{prefix}{k} has {sd[k].ndim} dimensions, a ViT's has {ndim}")
-    dim, _, patch, _ = sd["patch_embed.proj.weight"].shape
-    n_pos = sd["pos_embed"].shape[1] - 1
-    grid = math.isqrt(n_pos)
-    if grid * grid != n_pos:
-        raise ValueError(f"{prefix}pos_embed has {n_pos} patch positions, not a square grid")
-    if depth == 0 or "blocks.0.mlp.fc1.weight" not in sd:
-        raise ValueError(f"not a ViT checkpoint: no {prefix}blocks.0.mlp.fc1.weight")
-    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
-    num_classes = sd["head.weight"].shape[0]
+    arch = architecture({k: tuple(v.shape) for k, v in sd.items()}, prefix)
     if limits:
-        declared = {"width": dim, "depth": depth, "patch": patch, "mlp": hidden, "grid": grid, "classes": num_classes}
-        exact = ("patch", "classes")
-        over = [f"{k} {declared[k]} ({'expected' if k in exact else 'at most'} {v})" for k, v in limits.items()
-                if (declared[k] != v if k in exact else declared[k] > v)]
-        if over:
-            raise ValueError("the tensors' shapes declare a network other than this model's: " + ", ".join(over))
+        check_limits(arch, limits)
+    dim, depth, patch, grid, hidden, num_classes = (arch[k] for k in ("width", "depth", "patch", "grid", "mlp", "classes"))
     want = expected_keys(depth)
     extra, absent = sorted(set(sd) - want), sorted(want - set(sd))
     if extra or absent:

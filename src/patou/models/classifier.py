@@ -22,6 +22,22 @@ from patou.models.rollup import Rollup, apply_log_prior, softmax
 BATCH = 32  # crops per session call (x2 with flip): bounds memory on images with many boxes
 
 
+def event_logit_scale(card: ModelCard) -> float | None:
+    """How the card says an event's (or a video's) images are averaged: None for the mean of their
+    probabilities (the default), else the factor s of the publisher's rule "softmax of the images'
+    mean logit at `event_temperature`" (DeepFaune's), s = temperature / event_temperature: with each
+    image's probabilities p = softmax(logit / temperature), log p is logit / temperature up to a
+    per-image constant, so softmax(s * mean log p) is that rule exactly (decide.py)."""
+    extra = card.extra or {}
+    how = extra.get("event_average", "probabilities")
+    if how not in ("probabilities", "logits"):
+        raise ValueError(f"{card.name}: extra.event_average must be 'probabilities' or 'logits', not {str(how)[:40]!r}")
+    temps = [extra.get("temperature", 1.0), extra.get("event_temperature", extra.get("temperature", 1.0))]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps):
+        raise ValueError(f"{card.name}: extra.temperature and extra.event_temperature must be numbers > 0")
+    return float(temps[0]) / float(temps[1]) if how == "logits" else None
+
+
 class Classifier(CropModel):
     """Runs a classification model card; `predict` returns probabilities over `labels`."""
 
@@ -36,6 +52,7 @@ class Classifier(CropModel):
             raise ValueError(f"{card.name}: input_size {card.input_size} is not square")
         extra = card.extra or {}
         self.temperature = float(extra.get("temperature", 1.0))
+        self.event_logit_scale = event_logit_scale(card)
         self.log_prior = dict(extra.get("log_prior") or {})
         self.fold = dict(extra.get("fold") or {})  # helper labels of the roll-up -> output labels
         if extra.get("resample", "bilinear") not in RESAMPLERS:

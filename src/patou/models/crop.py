@@ -94,7 +94,9 @@ class CropModel:
     def _setup(self, card: ModelCard, flip: bool, resample: Image.Resampling) -> None:
         self.card = card
         self.size = int(card.input_size[0])
-        self.flip = flip
+        # test-time mirroring only where the publisher mirrors too (`extra.mirror`, default yes):
+        # a model's scores are its publisher's only with the publisher's own rule
+        self.flip = bool(flip) and bool((card.extra or {}).get("mirror", True))
         self.margin = float((card.extra or {}).get("crop_margin", DEFAULT_MARGIN))
         self.resample = resample
         self._mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
